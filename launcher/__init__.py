@@ -1,0 +1,1 @@
+"""`pose`: the host-side launcher. Never imports torch."""
