@@ -1,0 +1,64 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Both create the virtual environment first (torch 2.13 CPU from pip's find-links when present).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# torch first, pinned to the CPU build, so that `torch>=2.1` in the extras installs nothing more.
+TORCH ?= torch==2.13.0
+
+.PHONY: venv test test-unit test-integration demo demo-bpnet bench images docker-up docker-down clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e '.[local,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Unit + integration tests. Docker tests skip when no engine answers, unless POSE_REQUIRE_DOCKER=1.
+test: venv
+	$(BIN)/python -m pytest -q -ra
+
+test-unit: venv
+	$(BIN)/python -m pytest -q -ra tests/launcher tests/workloads
+
+test-integration: venv
+	$(BIN)/python -m pytest -q -ra tests/integration
+
+# Simple Pose on the embedded synthetic dataset, local runner when there is no Docker.
+demo: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+demo-bpnet: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_bpnet.sh
+
+bench: venv
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf demo_data results .pytest_cache
+
+# --- Docker engine and images (scripts/; see containers/README.md) --------------------------
+# A private engine on its own socket, so that CI and the container tests never touch (or need)
+# a system engine. Point DOCKER_HOST elsewhere to build on another engine.
+POSE_DOCKER_DIR ?= /tmp/pose-docker
+POSE_DOCKER_HOST ?= unix://$(POSE_DOCKER_DIR)/docker.sock
+
+docker-up:
+	POSE_DOCKER_DIR=$(POSE_DOCKER_DIR) bash scripts/dockerd.sh start
+	@echo "use it with: export DOCKER_HOST=$(POSE_DOCKER_HOST)"
+
+docker-down:
+	POSE_DOCKER_DIR=$(POSE_DOCKER_DIR) bash scripts/dockerd.sh stop
+
+# pose-pytorch on a debootstrapped Debian base with the CPU torch wheel (what CI builds). With
+# NVIDIA's images at hand, run `pose images build pytorch|tensorrt` instead.
+images: venv docker-up
+	DOCKER_HOST=$(POSE_DOCKER_HOST) bash scripts/make_base_image.sh pose-base:bookworm
+	DOCKER_HOST=$(POSE_DOCKER_HOST) PATH="$(CURDIR)/$(BIN):$$PATH" POSE_BASE_IMAGE=pose-base:bookworm \
+		bash scripts/build_image.sh pytorch

@@ -1,0 +1,477 @@
+"""`bpnet dataset_convert`: COCO annotations -> loss masks and training shards, as TAO's.
+
+    pose bpnet dataset_convert -m train -o $DATA_DIR/train --dataset_spec coco_spec.json --generate_masks
+
+Reads the split of the dataset spec (paths relative to `root_directory_path`; an absolute
+`mask_root_dir_path` is used as it is, e.g. a writable folder beside a read-only dataset), then
+writes, under OUT:
+
+    OUT/shard-000000.tar ...   at most 1000 samples each, tar members in a fixed order, mtime 0
+    OUT/manifest.json          shards, counts, skipped annotations by reason, input digest
+
+One sample per main person (person-centric, TAO's `duplicate_data_with_each_person_as_center`),
+or one per image centred on its largest main person. Members of sample KEY:
+
+    KEY.jpg (or .png)   the original image file's bytes, not re-encoded
+    KEY.mask.png        uint8 (H, W), 255 = the loss counts, 0 = ignore; absent when nothing is
+                        ignored. Ignored: crowd regions and people without labelled joints, minus
+                        the pixels of labelled people (TAO's mask, stored inverted as TAO does).
+    KEY.json            image_id, file_name, width, height, ann_ids, keypoints (N, K, 3) and bboxes
+                        (N, 4) of every labelled person (image px, COCO xywh), main (index into
+                        them), main_center (x, y) and main_scale_px (the main box's longer side)
+
+With `--generate_masks` the masks are also written as TAO's `mask_<image_id>.png` files (one per
+image) under the split's `mask_root_dir_path`. Masks always go into the shards: training needs them.
+
+Rerunning is cheap and safe: the manifest records a digest of the resolved spec, the mode, the pose
+config and the annotation file's bytes; if it matches and every shard is there, nothing is redone.
+The manifest is deleted before anything is rewritten and written last, shards and masks are
+written to a temp file and renamed, so a killed run leaves nothing that passes for complete.
+
+Reading back: `read_shards` streams samples (split across DataLoader workers and ranks by
+sample index), `ShardSamples` gives random access for a map-style dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import cv2
+import numpy as np
+
+from pose_workloads.data.coco import Person, decode_image, ignore_mask, load_coco
+from pose_workloads.data.progress import track
+from pose_workloads.specs import BadInput, BpnetDatasetSpec, PoseConfig, SpecError, load_pose_config, load_spec
+
+FORMAT = "pose-bpnet-shards"
+VERSION = 1
+MANIFEST = "manifest.json"
+SAMPLES_PER_SHARD = 1000
+IMAGE_EXTENSIONS = {b"\xff\xd8\xff": "jpg", b"\x89PNG": "png"}
+
+
+def main(args) -> int:
+    """`python -m pose_workloads bpnet dataset_convert -m MODE -o OUT -d SPEC [--generate_masks]`."""
+    spec = load_spec(BpnetDatasetSpec, args.dataset_spec)
+    result = convert_dataset(spec, args.mode, args.output, args.generate_masks, spec_path=args.dataset_spec)
+    if result.up_to_date:
+        print(f"{result.manifest_path}: up to date ({result.samples} samples)")
+        return 0
+    skipped = ", ".join(f"{n} {reason}" for reason, n in result.skipped.most_common()) or "none"
+    print(f"wrote {result.samples} samples in {result.shards} shard(s): {result.manifest_path}")
+    print(f"skipped: {skipped}")
+    return 0
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    manifest_path: Path
+    samples: int
+    shards: int
+    up_to_date: bool
+    skipped: Counter
+
+
+def convert_dataset(
+    spec: BpnetDatasetSpec,
+    mode: Literal["train", "test"],
+    out: str | Path,
+    generate_masks: bool = False,
+    spec_path: str | Path = "dataset spec",
+    show_progress: bool = True,
+) -> ConvertResult:
+    """Write the shards and manifest of one split (and its mask files with `generate_masks`).
+
+    Raises:
+        BadInput / SpecError: the spec's paths or joint count do not fit the data.
+    """
+    split = spec.split(mode)
+    images_dir = spec.resolve(split.images_root_dir_path)
+    annotations_path = spec.resolve(split.annotation_root_dir_path)
+    pose_config = load_pose_config(spec.pose_config_path)
+    if spec.num_joints is not None and spec.num_joints != pose_config.num_joints:
+        raise SpecError(
+            f"{spec_path}: num_joints: {spec.num_joints} but pose config {pose_config.name} has "
+            f"{pose_config.num_joints} joints; make them agree (or drop num_joints)"
+        )
+    mask_dir = None
+    if generate_masks:
+        if split.mask_root_dir_path is None:
+            raise SpecError(
+                f"{spec_path}: {mode}_data.mask_root_dir_path: not set; set it (relative to "
+                "root_directory_path, or absolute) or leave out --generate_masks"
+            )
+        mask_dir = spec.resolve(split.mask_root_dir_path)
+    if not annotations_path.is_file():
+        raise SpecError(
+            f"{spec_path}: {mode}_data.annotation_root_dir_path: {annotations_path} not found; "
+            "it is relative to root_directory_path"
+        )
+
+    out = Path(out)
+    digest = input_digest(spec, mode, generate_masks, pose_config, annotations_path)
+    current = _complete_manifest(out, digest, mask_dir)
+    if current is not None:
+        return ConvertResult(out / MANIFEST, current["samples"], len(current["shards"]), True, Counter(current["skipped"]))
+
+    coco_set = load_coco(images_dir, annotations_path, pose_config)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # from here on the output is not complete
+    _remove_temp_files(out, ".shard-*.tmp", f".{MANIFEST}.*.tmp")  # left by a run killed with -9
+    if mask_dir is not None:
+        mask_dir.mkdir(parents=True, exist_ok=True)
+        _remove_temp_files(mask_dir, ".mask_*.tmp")
+
+    skipped = Counter(coco_set.skipped)
+    not_main: Counter = Counter()
+    writer = ShardWriter(out, SAMPLES_PER_SHARD)
+    images_with_samples, mask_ids = 0, []
+    try:
+        for record in track(coco_set.images, len(coco_set.images), f"converting {mode}", enabled=show_progress):
+            people = [coco_set.people[i] for i in record.people]
+            ignore = ignore_mask(coco_set.coco, record, coco_set.people)
+            mask_png = None if ignore is None else _encode_mask(ignore)
+            if mask_dir is not None:
+                _write_atomic(mask_dir / f"mask_{record.image_id}.png", mask_png or _encode_mask(np.zeros((record.height, record.width), bool)))
+                mask_ids.append(record.image_id)
+            mains, reasons = main_people(people, spec.min_person_size_px, spec.min_keypoints, spec.min_inter_person_distance_ratio)
+            not_main.update(reasons)
+            if not mains:
+                not_main["images without a main person"] += 1
+                continue
+            if not spec.duplicate_data_with_each_person_as_center:
+                mains = [max(mains, key=lambda i: people[i].area)]
+            image_bytes = Path(record.image_path).read_bytes()
+            extension = next((ext for magic, ext in IMAGE_EXTENSIONS.items() if image_bytes.startswith(magic)), None)
+            if extension is None:
+                skipped["image file is not a JPEG or PNG"] += 1
+                continue
+            images_with_samples += 1
+            for main in mains:
+                meta = sample_meta(record.image_id, Path(record.image_path).name, record.width, record.height, people, main)
+                key = f"{record.image_id:012d}_{people[main].ann_id}"
+                members = [(f"{key}.{extension}", image_bytes)]
+                if mask_png is not None:
+                    members.append((f"{key}.mask.png", mask_png))
+                members.append((f"{key}.json", json.dumps(meta, separators=(",", ":")).encode()))
+                writer.add(members)
+        shards = writer.close()
+    finally:
+        writer.abort()
+
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "digest": digest,
+        "mode": mode,
+        "shards": shards,
+        "samples": sum(s["samples"] for s in shards),
+        "images": images_with_samples,
+        "images_in_split": len(coco_set.images),
+        "people": len(coco_set.people),
+        "skipped": dict(sorted(skipped.items())),
+        "not_main": dict(sorted(not_main.items())),
+        "annotations": str(annotations_path),
+        "images_dir": str(images_dir),
+        "mask_dir": None if mask_dir is None else str(mask_dir),
+        "mask_image_ids": mask_ids,
+        "pose_config": pose_config.model_dump(mode="json"),
+        "dataset_spec": spec.model_dump(mode="json"),
+    }
+    _write_atomic(out / MANIFEST, json.dumps(manifest, indent=1).encode())
+    return ConvertResult(out / MANIFEST, manifest["samples"], len(shards), False, skipped)
+
+
+# --------------------------------------------------------------------------------------------
+# Which people a sample centres on, and what a sample says about them.
+# --------------------------------------------------------------------------------------------
+
+def main_people(
+    people: list[Person], min_size_px: float, min_keypoints: int, min_distance_ratio: float
+) -> tuple[list[int], Counter]:
+    """Indices of the people samples may centre on, in annotation order, and why the others not.
+
+    A main person has at least `min_keypoints` labelled joints, a COCO area of at least
+    `min_size_px`^2 (TAO's 32 x 32), and a box centre farther than `min_distance_ratio` x the
+    longer box side of every main person chosen before. (TAO compares against the box of whichever
+    person its loop saw last, a stale variable; here each chosen person's own scale is used.)
+    """
+    chosen: list[int] = []
+    centres: list[tuple[float, float, float]] = []  # x, y, scale px of chosen people
+    reasons: Counter = Counter()
+    for i, person in enumerate(people):
+        if person.num_keypoints < min_keypoints:
+            reasons["fewer labelled joints than min_keypoints"] += 1
+            continue
+        if person.area < min_size_px**2:
+            reasons["smaller than min_person_size_px"] += 1
+            continue
+        x, y, w, h = (float(v) for v in person.bbox)
+        cx, cy = x + w / 2, y + h / 2
+        if any(np.hypot(cx - ox, cy - oy) < min_distance_ratio * scale for ox, oy, scale in centres):
+            reasons["too close to another main person"] += 1
+            continue
+        chosen.append(i)
+        centres.append((cx, cy, max(w, h)))
+    return chosen, reasons
+
+
+def sample_meta(image_id: int, file_name: str, width: int, height: int, people: list[Person], main: int) -> dict[str, Any]:
+    """The JSON of one sample: every labelled person of the image, and which one is the centre."""
+    x, y, w, h = (float(v) for v in people[main].bbox)
+    return {
+        "image_id": image_id,
+        "file_name": file_name,
+        "width": width,
+        "height": height,
+        "ann_ids": [p.ann_id for p in people],
+        "keypoints": [np.round(p.keypoints.astype(np.float64), 2).tolist() for p in people],
+        "bboxes": [np.round(p.bbox.astype(np.float64), 2).tolist() for p in people],
+        "main": main,
+        "main_center": [round(x + w / 2, 2), round(y + h / 2, 2)],
+        "main_scale_px": round(max(w, h), 2),
+    }
+
+
+def _encode_mask(ignore: np.ndarray) -> bytes:
+    valid = np.where(ignore, 0, 255).astype(np.uint8)
+    ok, png = cv2.imencode(".png", valid)
+    return png.tobytes()
+
+
+# --------------------------------------------------------------------------------------------
+# Writing: deterministic tars, temp file then rename.
+# --------------------------------------------------------------------------------------------
+
+class ShardWriter:
+    """Writes samples into OUT/shard-NNNNNN.tar, SAMPLES_PER_SHARD each. Members get mtime 0,
+    uid/gid 0 and mode 0644, so the same samples give the same bytes."""
+
+    def __init__(self, out: Path, samples_per_shard: int = SAMPLES_PER_SHARD):
+        self.out, self.samples_per_shard = out, samples_per_shard
+        self.shards: list[dict[str, Any]] = []
+        self.tar: tarfile.TarFile | None = None
+        self.tmp: Path | None = None
+        self.count = 0
+
+    def add(self, members: list[tuple[str, bytes]]) -> None:
+        if self.tar is None:
+            self.tmp = self.out / f".shard-{len(self.shards):06d}.tar.{os.getpid()}.tmp"
+            self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
+            self.count = 0
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self.tar.addfile(info, io.BytesIO(data))
+        self.count += 1
+        if self.count == self.samples_per_shard:
+            self._finish_shard()
+
+    def _finish_shard(self) -> None:
+        self.tar.close()
+        name = f"shard-{len(self.shards):06d}.tar"
+        os.replace(self.tmp, self.out / name)
+        self.shards.append({"name": name, "samples": self.count, "bytes": (self.out / name).stat().st_size})
+        self.tar, self.tmp = None, None
+
+    def close(self) -> list[dict[str, Any]]:
+        if self.tar is not None:
+            self._finish_shard()
+        # Shards beyond the new count are left from a bigger earlier run.
+        keep = {s["name"] for s in self.shards}
+        for old in self.out.glob("shard-*.tar"):
+            if old.name not in keep:
+                old.unlink()
+        return self.shards
+
+    def abort(self) -> None:
+        """Drop a half-written shard (after an error or Ctrl-C); no-op after close()."""
+        if self.tar is not None:
+            self.tar.close()
+            self.tar = None
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+
+
+def _remove_temp_files(folder: Path, *patterns: str) -> None:
+    # Only our own temp names (see ShardWriter and _write_atomic): never anything else in `folder`.
+    for pattern in patterns:
+        for tmp in folder.glob(pattern):
+            tmp.unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def input_digest(spec: BpnetDatasetSpec, mode: str, generate_masks: bool, pose_config: PoseConfig, annotations: Path) -> str:
+    """sha256 over everything the output depends on except the image files' bytes."""
+    content = hashlib.sha256()
+    with open(annotations, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            content.update(block)
+    inputs = {
+        "format": FORMAT,
+        "version": VERSION,
+        "mode": mode,
+        "generate_masks": generate_masks,
+        "samples_per_shard": SAMPLES_PER_SHARD,
+        "spec": spec.model_dump(mode="json"),
+        "pose_config": pose_config.model_dump(mode="json"),
+        "annotations_sha256": content.hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _complete_manifest(out: Path, digest: str, mask_dir: Path | None) -> dict[str, Any] | None:
+    """The manifest in `out` when it matches `digest` and all its files are there, else None."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("digest") != digest:
+        return None
+    for shard in manifest["shards"]:
+        path = out / shard["name"]
+        if not path.is_file() or path.stat().st_size != shard["bytes"]:
+            return None
+    if mask_dir is not None and not all((mask_dir / f"mask_{i}.png").is_file() for i in manifest["mask_image_ids"]):
+        return None
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# Reading back, for the BodyPoseNet training dataset.
+# --------------------------------------------------------------------------------------------
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of a converted split; `path` is the OUT folder or its manifest.json."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise BadInput(
+            f"{path}: not a finished dataset_convert output (no readable {MANIFEST}); "
+            "run `pose bpnet dataset_convert` for this folder (again)"
+        ) from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise BadInput(f"{path}: format {manifest.get('format')} v{manifest.get('version')}; rerun dataset_convert")
+    manifest["_dir"] = str(path.parent)
+    return manifest
+
+
+def manifest_samples(manifest_path: str | Path) -> int:
+    """How many samples a converted split holds (without opening its shards)."""
+    return int(read_manifest(manifest_path)["samples"])
+
+
+def read_shards(manifest_path: str | Path, part: int = 0, num_parts: int = 1) -> Iterator[dict[str, Any]]:
+    """Stream the samples of a converted split, in order: sample i goes to part i % num_parts.
+
+    For an IterableDataset give each process its own part: `part = rank * num_workers + worker_id`,
+    `num_parts = world_size * num_workers` (torch.utils.data.get_worker_info()). Parts differ in
+    length by at most one; samples of other parts are skipped without being read.
+
+    Yields dicts: "key" str; "image" (H, W, 3) uint8 RGB; "mask" (H, W) uint8, 255 = the loss
+    counts, 0 = ignore, or None when every pixel counts; "meta" the sample JSON with
+    "keypoints" (N, K, 3) float32 (x, y, v image px), "bboxes" (N, 4) float32 (COCO xywh px) and
+    "main_center" (2,) float32 as arrays. A bad image raises `BadSample`.
+    """
+    manifest = read_manifest(manifest_path)
+    index = 0
+    for shard in manifest["shards"]:
+        path = Path(manifest["_dir"]) / shard["name"]
+        with tarfile.open(path, "r:") as tar:
+            for key, members in _group_members(tar):
+                mine = index % num_parts == part
+                index += 1
+                if mine:
+                    yield _decode_sample(key, {ext: tar.extractfile(m).read() for ext, m in members.items()}, f"{path}:{key}")
+
+
+def _group_members(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, tarfile.TarInfo]]]:
+    key, members = None, {}
+    for member in tar:
+        stem, _, ext = member.name.partition(".")
+        if stem != key and members:
+            yield key, members
+            members = {}
+        key = stem
+        members[ext] = member
+    if members:
+        yield key, members
+
+
+class ShardSamples:
+    """Random access to a converted split, for a map-style dataset (shuffle, DistributedSampler).
+
+    `samples[i]` is the dict `read_shards` yields. The member offsets are indexed on first use in
+    each process, and files are opened per process, so it is safe to pass to DataLoader workers.
+    """
+
+    def __init__(self, manifest_path: str | Path):
+        self.manifest = read_manifest(manifest_path)
+        self._index: list[tuple[int, str, dict[str, tuple[int, int]]]] | None = None
+        self._files: dict[int, Any] = {}
+        self._pid = None
+
+    def __len__(self) -> int:
+        return int(self.manifest["samples"])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self._pid != os.getpid():  # forked into a worker: build our own handles
+            self._files, self._pid = {}, os.getpid()
+        if self._index is None:
+            self._index = self._build_index()
+        shard, key, members = self._index[i]
+        if shard not in self._files:
+            self._files[shard] = open(Path(self.manifest["_dir"]) / self.manifest["shards"][shard]["name"], "rb")
+        f = self._files[shard]
+        data = {}
+        for ext, (offset, size) in members.items():
+            f.seek(offset)
+            data[ext] = f.read(size)
+        return _decode_sample(key, data, f"{self.manifest['shards'][shard]['name']}:{key}")
+
+    def _build_index(self) -> list[tuple[int, str, dict[str, tuple[int, int]]]]:
+        index = []
+        for s, shard in enumerate(self.manifest["shards"]):
+            with tarfile.open(Path(self.manifest["_dir"]) / shard["name"], "r:") as tar:
+                for key, members in _group_members(tar):
+                    index.append((s, key, {ext: (m.offset_data, m.size) for ext, m in members.items()}))
+        return index
+
+    def __getstate__(self):
+        # Open files do not pickle (spawned workers); each process reopens its own.
+        return {**self.__dict__, "_files": {}, "_pid": None}
+
+
+def _decode_sample(key: str, data: dict[str, bytes], where: str) -> dict[str, Any]:
+    meta = json.loads(data["json"])
+    image_ext = next(ext for ext in data if ext in ("jpg", "png"))
+    image = decode_image(data[image_ext], where, expected_hw=(meta["height"], meta["width"]))
+    mask = None
+    if "mask.png" in data:
+        mask = cv2.imdecode(np.frombuffer(data["mask.png"], np.uint8), cv2.IMREAD_GRAYSCALE)
+    meta["keypoints"] = np.asarray(meta["keypoints"], dtype=np.float32).reshape(len(meta["ann_ids"]), -1, 3)
+    meta["bboxes"] = np.asarray(meta["bboxes"], dtype=np.float32).reshape(-1, 4)
+    meta["main_center"] = np.asarray(meta["main_center"], dtype=np.float32)
+    return {"key": key, "image": image, "mask": mask, "meta": meta}
