@@ -389,7 +389,9 @@ class BpnetInferenceSpec(Strict):
     train_spec: SpecPath | None = None
     input_shape: tuple[int, int] = (368, 368)
     keep_aspect_ratio_mode: Literal["adjust_network_input", "pad_image_input"] | None = "adjust_network_input"
-    output_stage_to_use: int | None = None
+    output_stage_to_use: int | None = Field(
+        default=None, ge=1, description="1 = the initial stage, 2 = the first refinement, ...; null = the last"
+    )
     output_upsampling_factor: tuple[int, int] = (8, 8)
     heatmap_threshold: float = Field(default=0.1, ge=0.0, le=1.0)
     paf_threshold: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -397,6 +399,19 @@ class BpnetInferenceSpec(Strict):
     scales: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
     min_parts: int = Field(default=4, ge=1, description="a person needs at least this many joints")
     min_person_score: float = Field(default=0.4, ge=0.0)
+    backend: Literal["faster", "pycocotools"] = Field(
+        default="faster", description="COCO evaluation: faster-coco-eval (C++) or pycocotools (the reference)"
+    )
+
+    @model_validator(mode="after")
+    def _positive_sizes(self) -> "BpnetInferenceSpec":
+        if min(self.input_shape) < 8:
+            raise ValueError(f"input_shape {list(self.input_shape)} must be at least 8 px each (the model stride), e.g. [368, 368]")
+        if min(self.output_upsampling_factor) < 1:
+            raise ValueError(f"output_upsampling_factor {list(self.output_upsampling_factor)} must be >= 1, e.g. [8, 8]")
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"scales {self.scales} must be positive, e.g. [0.5, 1.0, 1.5, 2.0]")
+        return self
 
     @field_validator("keep_aspect_ratio_mode", mode="before")
     @classmethod
@@ -536,8 +551,15 @@ def save_spec(spec: BaseModel, path: str | Path) -> None:
     tmp.replace(path)
 
 
-def _is_path_field(info: Any) -> bool:
-    return any(m is _PATH for m in info.metadata)
+def _holds_paths(info: Any) -> bool:
+    """True for `SpecPath`, `SpecPath | None` and `dict[str, SpecPath]` fields. pydantic keeps the
+    marker in `info.metadata` for a bare SpecPath, and inside the type arguments otherwise."""
+    if any(m is _PATH for m in info.metadata):
+        return True
+    return any(
+        any(m is _PATH for m in getattr(arg, "__metadata__", ()))
+        for arg in getattr(info.annotation, "__args__", ()) or ()
+    )
 
 
 def spec_paths(spec: BaseModel, prefix: str = "") -> list[tuple[str, str]]:
@@ -546,7 +568,7 @@ def spec_paths(spec: BaseModel, prefix: str = "") -> list[tuple[str, str]]:
     for name, info in type(spec).model_fields.items():
         value = getattr(spec, name)
         loc = f"{prefix}{info.alias or name}"
-        if _is_path_field(info) or _is_path_container(info):
+        if _holds_paths(info):
             if isinstance(value, str):
                 found.append((loc, value))
             elif isinstance(value, dict):
@@ -556,23 +578,15 @@ def spec_paths(spec: BaseModel, prefix: str = "") -> list[tuple[str, str]]:
     return found
 
 
-def _is_path_container(info: Any) -> bool:
-    # dict[str, SpecPath] (e.g. dataset_specs): the marker sits on the value type.
-    for arg in getattr(info.annotation, "__args__", ()) or ():
-        if any(m is _PATH for m in getattr(arg, "__metadata__", ())):
-            return True
-    return False
-
-
 def map_spec_paths(spec: BaseModel, fn) -> BaseModel:
     """A copy of `spec` with every path field passed through `fn(dotted_loc, value) -> new value`."""
     updates: dict[str, Any] = {}
     for name, info in type(spec).model_fields.items():
         value = getattr(spec, name)
         loc = info.alias or name
-        if _is_path_field(info) and isinstance(value, str):
+        if _holds_paths(info) and isinstance(value, str):
             updates[name] = fn(loc, value)
-        elif _is_path_container(info) and isinstance(value, dict):
+        elif _holds_paths(info) and isinstance(value, dict):
             updates[name] = {k: fn(f"{loc}.{k}", v) if isinstance(v, str) else v for k, v in value.items()}
         elif isinstance(value, BaseModel):
             updates[name] = map_spec_paths(value, lambda sub, v, _loc=loc: fn(f"{_loc}.{sub}", v))

@@ -1,0 +1,223 @@
+"""Peaks and PAF grouping on synthetic maps: people drawn as Gaussians and limb bands at known
+places, so the expected skeletons are the ones drawn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pose_workloads.grouping import People, find_peaks, group_people, reference_group_people
+from pose_workloads.specs import COCO17
+
+LIMBS = COCO17.paf_limbs
+K = COCO17.num_joints
+
+# A standing person in a unit box (x across the width, y down the height), COCO-17 order.
+TEMPLATE = np.array([
+    (0.50, 0.08), (0.56, 0.05), (0.44, 0.05), (0.62, 0.08), (0.38, 0.08),
+    (0.72, 0.24), (0.28, 0.24), (0.82, 0.42), (0.18, 0.42), (0.84, 0.58), (0.16, 0.58),
+    (0.64, 0.58), (0.36, 0.58), (0.65, 0.78), (0.35, 0.78), (0.66, 0.97), (0.34, 0.97),
+])
+
+
+def person_at(x0: float, y0: float, height: float, rng: np.random.Generator | None = None, jitter_px: float = 0.0) -> np.ndarray:
+    """(K, 2) integer joint positions of a person whose box starts at (x0, y0)."""
+    xy = TEMPLATE * (height * 0.5, height) + (x0, y0)
+    if rng is not None and jitter_px:
+        xy = xy + rng.uniform(-jitter_px, jitter_px, xy.shape)
+    return np.round(xy)
+
+
+def render(people: list[np.ndarray], shape: tuple[int, int], sigma_px: float = 1.5, band_px: float = 1.5):
+    """Heatmaps (K, H, W) as the max of Gaussians, PAFs (2L, H, W) as unit vectors on a band
+    around each limb (later people overwrite earlier ones, as TAO's labels do). Each joint and
+    limb is drawn in its own small window, so a crowd renders in milliseconds."""
+    h, w = shape
+    heatmaps = np.zeros((K, h, w), np.float32)
+    pafs = np.zeros((2 * len(LIMBS), h, w), np.float32)
+    reach = int(np.ceil(4 * sigma_px))
+    for xy in people:
+        for k, (x, y) in enumerate(xy):
+            x0, x1, y0, y1 = max(int(x) - reach, 0), min(int(x) + reach + 1, w), max(int(y) - reach, 0), min(int(y) + reach + 1, h)
+            ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+            window = heatmaps[k, y0:y1, x0:x1]
+            np.maximum(window, np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma_px**2)), out=window)
+        for i, (a, b) in enumerate(LIMBS):
+            d = xy[b] - xy[a]
+            length = np.hypot(*d)
+            if length < 1:
+                continue
+            u = d / length
+            lo = np.maximum(np.floor(np.minimum(xy[a], xy[b]) - band_px), 0).astype(int)
+            hi = np.minimum(np.ceil(np.maximum(xy[a], xy[b]) + band_px) + 1, (w, h)).astype(int)
+            ys, xs = np.mgrid[lo[1]:hi[1], lo[0]:hi[0]].astype(np.float32)
+            along = (xs - xy[a][0]) * u[0] + (ys - xy[a][1]) * u[1]
+            across = np.abs((xs - xy[a][0]) * u[1] - (ys - xy[a][1]) * u[0])
+            band = (along >= 0) & (along <= length) & (across <= band_px)
+            pafs[2 * i, lo[1]:hi[1], lo[0]:hi[0]][band] = u[0]
+            pafs[2 * i + 1, lo[1]:hi[1], lo[0]:hi[0]][band] = u[1]
+    return heatmaps, pafs
+
+
+def group(heatmaps, pafs, impl=group_people, **kwargs) -> People:
+    peaks = find_peaks(heatmaps, threshold=0.1, sigma_smooth=1.0)
+    return impl(peaks, pafs, LIMBS, paf_threshold=0.05, **kwargs)
+
+
+def match_to_truth(found: np.ndarray, truth: list[np.ndarray]) -> list[float]:
+    """For each true person, the largest joint error (px) of the found person nearest to it."""
+    errors = []
+    for xy in truth:
+        dist = np.abs(found[:, :, :2] - xy[None]).max(axis=(1, 2))
+        errors.append(float(dist.min()) if len(dist) else np.inf)
+    return errors
+
+
+def test_find_peaks_returns_each_local_maximum_above_threshold():
+    heatmaps, _ = render([person_at(10, 5, 40), person_at(40, 5, 40)], (50, 70))
+    heatmaps[0] *= 0.05  # all noses below the threshold
+    peaks = find_peaks(heatmaps, threshold=0.1, sigma_smooth=1.0)
+    assert len(peaks) == K
+    assert peaks[0].shape == (0, 3)
+    for k in range(1, K):
+        assert peaks[k].dtype == np.float32
+        expected = sorted([tuple(person_at(10, 5, 40)[k]), tuple(person_at(40, 5, 40)[k])], key=lambda p: (p[1], p[0]))
+        assert [tuple(p[:2]) for p in peaks[k]] == expected
+        assert np.allclose(peaks[k][:, 2], 1.0)  # the unsmoothed value at a drawn centre
+
+
+def test_a_plateau_gives_one_peak_not_two():
+    # A joint exactly between two pixels: two equal maxima side by side, and two equal ones in
+    # a 2x2 block. Two peaks would let two people share (and split) one joint.
+    heatmaps = np.zeros((2, 9, 9), np.float32)
+    heatmaps[0, 4, 3:5] = 1.0
+    heatmaps[1, 3:5, 3:5] = 1.0
+    peaks = find_peaks(heatmaps, threshold=0.1, sigma_smooth=0.0)
+    assert [p[:, :2].tolist() for p in peaks] == [[[3, 4]], [[3, 3]]]
+    # One channel (OpenCV returns 2-D images for it) and smoothing: still one peak, centred.
+    (peak,) = find_peaks(heatmaps[1:], threshold=0.1, sigma_smooth=2.0)
+    assert peak[:, :2].tolist() == [[3, 3]]
+
+
+def test_channels_last_maps_give_the_same_people():
+    # Inference upsamples with cv2.resize, which returns (H, W, C); both functions take its
+    # transposed view directly.
+    truth = [person_at(5, 5, 50), person_at(30, 10, 60)]
+    heatmaps, pafs = render(truth, (80, 70))
+    hwc_heatmaps = np.ascontiguousarray(heatmaps.transpose(1, 2, 0)).transpose(2, 0, 1)
+    hwc_pafs = np.ascontiguousarray(pafs.transpose(1, 2, 0)).transpose(2, 0, 1)
+    expected = group(heatmaps, pafs)
+    assert len(expected.keypoints) == 2
+    got = group(hwc_heatmaps, hwc_pafs)
+    np.testing.assert_array_equal(got.keypoints, expected.keypoints)
+    np.testing.assert_array_equal(got.scores, expected.scores)
+
+
+def test_empty_heatmap_gives_no_peaks_and_no_people():
+    heatmaps = np.zeros((K, 40, 30), np.float32)
+    pafs = np.zeros((2 * len(LIMBS), 40, 30), np.float32)
+    peaks = find_peaks(heatmaps, threshold=0.1, sigma_smooth=3.0)
+    assert [p.shape for p in peaks] == [(0, 3)] * K
+    keypoints, scores = group_people(peaks, pafs, LIMBS, paf_threshold=0.05)
+    assert keypoints.shape == (0, K, 3) and keypoints.dtype == np.float32
+    assert scores.shape == (0,)
+
+
+def test_joints_without_limb_evidence_form_no_people():
+    # Peaks everywhere but PAFs all zero: nothing connects, so nobody is reported.
+    heatmaps, _ = render([person_at(10, 5, 40)], (50, 40))
+    pafs = np.zeros((2 * len(LIMBS), 50, 40), np.float32)
+    assert len(group(heatmaps, pafs).keypoints) == 0
+
+
+def test_one_person_is_recovered_joint_for_joint():
+    truth = person_at(12, 6, 60)
+    keypoints, scores = group(*render([truth], (70, 50)))
+    assert keypoints.shape == (1, K, 3)
+    np.testing.assert_array_equal(keypoints[0, :, :2], truth)
+    assert scores[0] > 1.5  # joint scores ~1 plus limb scores ~1
+
+
+def test_crowd_of_120_people_is_recovered():
+    truth = [person_at(4 + 40 * c, 4 + 70 * r, 60) for r in range(10) for c in range(12)]
+    keypoints, scores = group(*render(truth, (704, 484)))
+    assert len(keypoints) == 120
+    assert max(match_to_truth(keypoints, truth)) == 0.0
+    assert (scores > 1.5).all()
+
+
+def test_people_with_too_few_joints_are_dropped():
+    truth = person_at(10, 5, 60)
+    heatmaps, pafs = render([truth], (70, 50))
+    heatmaps[3:] = 0.0  # only nose and eyes left: 3 joints
+    assert len(group(heatmaps, pafs, min_parts=4).keypoints) == 0
+    assert group(heatmaps, pafs, min_parts=3).keypoints.shape == (1, K, 3)
+
+
+def test_limb_longer_than_half_the_map_is_penalised():
+    # A 2-joint "person" with a perfect PAF but a limb much longer than half the map height.
+    limbs = [(0, 1)]
+    h, w = 20, 200
+    pafs = np.zeros((2, h, w), np.float32)
+    pafs[0, 10, :] = 0.5  # mean projection 0.5; the prior at 185 px is 0.5 * 20 / 185 - 1 = -0.95
+    peaks = [np.array([[5, 10, 1.0]], np.float32), np.array([[190, 10, 1.0]], np.float32)]
+    assert len(group_people(peaks, pafs, limbs, 0.05, min_parts=2).keypoints) == 0
+    peaks[1] = np.array([[12, 10, 1.0]], np.float32)  # 7 px: shorter than h / 2
+    assert len(group_people(peaks, pafs, limbs, 0.05, min_parts=2).keypoints) == 1
+
+
+def test_pafs_with_the_wrong_channel_count_are_refused():
+    peaks = find_peaks(np.zeros((K, 8, 8), np.float32), 0.1)
+    with pytest.raises(ValueError, match="38"):
+        group_people(peaks, np.zeros((36, 8, 8), np.float32), LIMBS, 0.05)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_grouping_matches_the_reference_loop_on_overlapping_people(seed):
+    # People overlap and limbs are jittered, so PAF bands cross, pairs compete, and partial
+    # skeletons merge or conflict: every branch of the assembly runs.
+    rng = np.random.default_rng(seed)
+    truth = [person_at(*rng.uniform(0, 100, 2), rng.uniform(40, 90), rng, jitter_px=4) for _ in range(8)]
+    heatmaps, pafs = render(truth, (200, 150))
+    fast = group(heatmaps, pafs)
+    slow = group(heatmaps, pafs, impl=reference_group_people)
+    assert len(fast.keypoints) >= 3
+    np.testing.assert_array_equal(fast.keypoints, slow.keypoints)
+    np.testing.assert_array_equal(fast.scores, slow.scores)
+
+
+def noise_maps(seed: int, shape=(60, 50)):
+    """Random smooth maps: many weak peaks and PAFs pointing everywhere (ties, conflicts, merges)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    heatmaps = np.stack([cv2.GaussianBlur(rng.random(shape, dtype=np.float32), (0, 0), 2) for _ in range(K)])
+    heatmaps = (heatmaps - heatmaps.min()) / (heatmaps.max() - heatmaps.min())
+    pafs = np.stack([cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 4) for _ in range(2 * len(LIMBS))])
+    return heatmaps, 3.0 * pafs
+
+
+@pytest.mark.parametrize("seed, num_samples, count_threshold", [
+    (0, 10, 0.8), (1, 10, 0.8), (2, 5, 0.5), (3, 2, 0.4), (4, 1, 0.0), (5, 7, 0.95),
+])
+def test_vectorised_grouping_matches_the_reference_loop_on_noise(seed, num_samples, count_threshold):
+    heatmaps, pafs = noise_maps(seed)
+    kwargs = dict(num_samples=num_samples, count_threshold=count_threshold, min_parts=2, min_score=0.0)
+    fast = group(heatmaps, pafs, **kwargs)
+    slow = group(heatmaps, pafs, impl=reference_group_people, **kwargs)
+    assert len(fast.keypoints) > 0
+    np.testing.assert_array_equal(fast.keypoints, slow.keypoints)
+    np.testing.assert_array_equal(fast.scores, slow.scores)
+
+
+def test_vectorised_grouping_matches_the_reference_loop_on_subpixel_peaks():
+    # Peaks from another source (a refined decoder) need not sit on pixels.
+    heatmaps, pafs = noise_maps(6)
+    rng = np.random.default_rng(6)
+    peaks = [np.concatenate([np.clip(p[:, :2] + rng.uniform(-0.5, 0.5, p[:, :2].shape), 0, 49), p[:, 2:]], axis=1).astype(np.float32)
+             for p in find_peaks(heatmaps, threshold=0.1, sigma_smooth=1.0)]
+    fast = group_people(peaks, pafs, LIMBS, 0.05, min_parts=2, min_score=0.0)
+    slow = reference_group_people(peaks, pafs, LIMBS, 0.05, min_parts=2, min_score=0.0)
+    assert len(fast.keypoints) > 0
+    np.testing.assert_array_equal(fast.keypoints, slow.keypoints)
+    np.testing.assert_array_equal(fast.scores, slow.scores)
