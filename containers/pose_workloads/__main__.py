@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(groups, "info", "pose_workloads.info:main", "versions, devices and the paths this task can see")
     p = _add(groups, "selftest", "pose_workloads.selftest:main", "distributed smoke test (gloo/NCCL all-reduce)")
     p.add_argument("--fail-rank", "--fail_rank", dest="fail_rank", type=int, default=None)
+    p.add_argument("--hold_s", "--hold-s", dest="hold_s", type=float, default=0.0, help="stay alive this long (Ctrl-C tests)")
 
     # pose dataset ...
     dataset = groups.add_parser("dataset", help="dataset tools").add_subparsers(dest="action", required=True)
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--dump_visualizations", action="store_true")
     p = _add(bp, "export", "pose_workloads.export:main", "ONNX (and TensorRT engine) export")
     _export_flags(p)
+    p.add_argument("--inference_spec", "-i", dest="inference_spec", default=None,
+                   help="the engine accepts the input sizes this inference spec asks for (default: 368x368, adjust_network_input)")
     p = _add(bp, "prune", "pose_workloads.prune:main", "L1-norm structured channel pruning")
     p.add_argument("-m", "--model", dest="model", required=True)
     p.add_argument("-o", "--output_file", "--output", dest="output", required=True)
