@@ -1,0 +1,575 @@
+"""Bottom-up (BodyPoseNet) training data: model joints, augmentation, labels, the shard dataset.
+
+Read top to bottom it is one sample's path: the stored people are mapped to the model's joint set
+(`to_model_joints`: COCO-17 + a neck), one affine warps image, mask and joints to the network input
+(`spatial_affine`, `warp_sample`), and `bpnet_labels` draws the heatmaps, PAFs and loss mask.
+`BpnetShardDataset` strings these together over the shards `dataset_convert` wrote.
+
+The hot paths are pure NumPy, no I/O, no global state. `reference_bpnet_labels` is the same
+labelling written as per-pixel loops; the tests and `bench/bench_labels.py` assert both agree bit
+for bit.
+
+Coordinate spaces:
+    source px: the stored image; x right, y down, pixel centres at integers.
+    input px:  the network input after the augmentation affine (same convention, `cv2.warpAffine`).
+    target px: the stride-s label maps. Target pixel (i, j) covers input pixels [j*s, (j+1)*s) and
+               stands for the input point x = j*s + (s-1)/2, y = i*s + (s-1)/2: the point that
+               `cv2.resize` puts it at when inference upsamples the maps by s. TAO uses these centres
+               for heatmaps but top-left corners for PAFs (a FIXME in its label processor), which
+               shifts every PAF band by (s-1)/2 = 3.5 input px against its joints; we use centres for
+               both.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from pose_workloads.data.convert import read_manifest, read_shards
+from pose_workloads.specs import BadInput, load_pose_config
+
+# --------------------------------------------------------------------------------------------
+# Model joints from annotated joints
+# --------------------------------------------------------------------------------------------
+
+# Joints a model may have that annotations never label, each derived as the midpoint of two labelled
+# joints. OpenPose's 18-joint set (TAO's bpnet_18joints.json) adds a neck between the shoulders.
+DERIVED_JOINTS: dict[str, tuple[str, str]] = {"neck": ("left_shoulder", "right_shoulder")}
+
+
+def joint_sources(annotation_names: list[str], model_names: list[str]) -> list[tuple[int, ...]]:
+    """Where each model joint comes from: `(i,)` copies annotation joint i, `(i, j)` is the midpoint.
+
+    Joints are matched by name, so the model may order them differently (OpenPose order) from the
+    annotations (COCO order). Raises ValueError naming a model joint that cannot be made.
+    """
+    index = {name: i for i, name in enumerate(annotation_names)}
+    sources: list[tuple[int, ...]] = []
+    for name in model_names:
+        if name in index:
+            sources.append((index[name],))
+        elif name in DERIVED_JOINTS and all(part in index for part in DERIVED_JOINTS[name]):
+            sources.append(tuple(index[part] for part in DERIVED_JOINTS[name]))
+        else:
+            derivable = ", ".join(f"{k} (from {' + '.join(v)})" for k, v in DERIVED_JOINTS.items())
+            raise ValueError(
+                f"model joint {name!r} is neither annotated ({', '.join(annotation_names)}) nor derivable "
+                f"({derivable}); rename it to an annotated joint or annotate it"
+            )
+    return sources
+
+
+def to_model_joints(people_kpts: np.ndarray, sources: list[tuple[int, ...]]) -> np.ndarray:
+    """People in the model's joint set.
+
+    Args:
+        people_kpts: (N, K_annotated, 3) float, (x, y, v) in any px space; v is the COCO flag
+            (0 unlabelled, 1 labelled but occluded, 2 visible).
+        sources: from `joint_sources`.
+
+    Returns:
+        (N, K_model, 3) float32. A derived joint is labelled only when both of its parts are, with
+        v = the smaller of their flags (a neck between an occluded and a visible shoulder is occluded).
+    """
+    people_kpts = np.asarray(people_kpts, dtype=np.float32)
+    out = np.zeros((people_kpts.shape[0], len(sources), 3), dtype=np.float32)
+    for k, source in enumerate(sources):
+        parts = people_kpts[:, list(source)]  # (N, len(source), 3)
+        labelled = (parts[:, :, 2] > 0).all(axis=1)
+        out[:, k, :2] = parts[:, :, :2].mean(axis=1)
+        out[:, k, 2] = np.where(labelled, parts[:, :, 2].min(axis=1), 0.0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Augmentation: one affine for image, mask and joints
+# --------------------------------------------------------------------------------------------
+
+class SpatialParams(NamedTuple):
+    """One sample's draw from `BpnetSpatialAug` (`draw_spatial_params`)."""
+
+    flip_lr: bool
+    flip_tb: bool
+    translate_px: tuple[float, float]  # source px, added to the centre before scaling (as TAO)
+    zoom: float  # > 1 shows more of the source (people smaller), as TAO's zoom_ratio
+    rotate_deg: float
+
+
+NO_AUGMENTATION = SpatialParams(False, False, (0.0, 0.0), 1.0, 0.0)
+
+
+class Affine(NamedTuple):
+    matrix: np.ndarray  # (2, 3) float64, source px -> input px, for cv2.warpAffine
+    mirrored: bool  # the image is mirrored: left/right joints must swap
+
+
+def draw_spatial_params(aug, rng: np.random.Generator, image_hw: tuple[int, int]) -> SpatialParams:
+    """Random augmentation for one sample. `aug` is a `specs.BpnetSpatialAug`.
+
+    Unset minimums make symmetric ranges (TAO's rule: translate_min_x None -> -translate_max_x).
+    """
+    height, width = image_hw
+    flip_lr = bool(rng.random() < aug.flip_lr_prob)
+    flip_tb = bool(rng.random() < aug.flip_tb_prob)
+    if aug.use_translate_ratio:
+        tx = rng.uniform(aug.translate_ratio_min, aug.translate_ratio_max) * width
+        ty = rng.uniform(aug.translate_ratio_min, aug.translate_ratio_max) * height
+    else:
+        min_x = -aug.translate_max_x if aug.translate_min_x is None else aug.translate_min_x
+        min_y = -aug.translate_max_y if aug.translate_min_y is None else aug.translate_min_y
+        tx = rng.uniform(min_x, aug.translate_max_x)
+        ty = rng.uniform(min_y, aug.translate_max_y)
+    zoom = float(rng.uniform(aug.zoom_ratio_min, aug.zoom_ratio_max)) if rng.random() < aug.zoom_prob else 1.0
+    min_deg = -aug.rotate_deg_max if aug.rotate_deg_min is None else aug.rotate_deg_min
+    rotate_deg = float(rng.uniform(min_deg, aug.rotate_deg_max))
+    return SpatialParams(flip_lr, flip_tb, (float(tx), float(ty)), zoom, rotate_deg)
+
+
+def spatial_affine(
+    mode: str,
+    params: SpatialParams,
+    image_hw: tuple[int, int],
+    input_hw: tuple[int, int],
+    person_centre: tuple[float, float] | None = None,
+    person_size_px: float | None = None,
+    target_person_scale: float = 0.6,
+) -> Affine:
+    """The source -> input affine of one sample.
+
+    Every mode moves a source centre (plus the random translation) to the origin, scales, rotates,
+    zooms and flips about it, then moves it to the input's centre:
+
+    - person_centric: the centre is the sample's main person, scaled so that the person's size
+      (`person_size_px`, the longer side of its box) becomes `target_person_scale` x the input height.
+      TAO's docstring says box width; OpenPose, where 0.6 comes from, uses the height
+      (scale_provided = h / 368): with the width a standing person would be ~1.5x the input tall.
+      The longer side does not blow up people lying down.
+    - standard: the image centre, scaled to fit the input with its aspect ratio kept (padded).
+    - standard_with_fixed_aspect_ratio: the image centre, stretched to the input's aspect ratio.
+
+    Args:
+        mode: one of the three above.
+        params: `NO_AUGMENTATION` or a `draw_spatial_params` draw.
+        image_hw, input_hw: (height, width) of the source image and of the network input.
+        person_centre: (x, y) source px; person_centric only.
+        person_size_px: source px; person_centric only.
+    """
+    height, width = image_hw
+    in_h, in_w = input_hw
+    if mode == "person_centric":
+        if person_centre is None or not person_size_px or person_size_px <= 0:
+            raise ValueError("person_centric augmentation needs the main person's centre and a positive size")
+        centre = np.asarray(person_centre, dtype=np.float64)
+        scale_x = scale_y = target_person_scale * in_h / person_size_px
+    elif mode == "standard":
+        centre = np.array([(width - 1) / 2, (height - 1) / 2])
+        scale_x = scale_y = min(in_w / width, in_h / height)
+    elif mode == "standard_with_fixed_aspect_ratio":
+        centre = np.array([(width - 1) / 2, (height - 1) / 2])
+        scale_x, scale_y = in_w / width, in_h / height
+    else:
+        raise ValueError(f"unknown spatial_augmentation_mode {mode!r}; use person_centric, standard or standard_with_fixed_aspect_ratio")
+
+    centre = centre + np.asarray(params.translate_px, dtype=np.float64)
+    theta = math.radians(params.rotate_deg)
+    cos_t, sin_t = math.cos(theta), math.sin(theta)
+    to_origin = np.array([[1.0, 0.0, -centre[0]], [0.0, 1.0, -centre[1]], [0.0, 0.0, 1.0]])
+    scale = np.diag([scale_x / params.zoom, scale_y / params.zoom, 1.0])
+    rotate = np.array([[cos_t, -sin_t, 0.0], [sin_t, cos_t, 0.0], [0.0, 0.0, 1.0]])
+    flip = np.diag([-1.0 if params.flip_lr else 1.0, -1.0 if params.flip_tb else 1.0, 1.0])
+    to_input_centre = np.array([[1.0, 0.0, (in_w - 1) / 2], [0.0, 1.0, (in_h - 1) / 2], [0.0, 0.0, 1.0]])
+    matrix = to_input_centre @ flip @ rotate @ scale @ to_origin
+    return Affine(matrix[:2], params.flip_lr != params.flip_tb)
+
+
+def warp_sample(
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    people_kpts: np.ndarray,
+    affine: Affine,
+    flip_pairs: list[tuple[int, int]],
+    input_hw: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply one affine to image, mask and joints.
+
+    Args:
+        image: (H, W, 3) uint8, source px.
+        mask: (H, W) uint8, 255 = loss counts, 0 = ignored (crowds, unlabelled people); None = all valid.
+        people_kpts: (N, K, 3) float, (x, y, v) source px, in the model's joint set.
+        affine: from `spatial_affine`.
+        flip_pairs: the model's (left, right) joint pairs, swapped when the affine mirrors.
+        input_hw: (height, width) of the network input.
+
+    Returns:
+        image (h, w, 3) uint8, mask (h, w) uint8 and people (N, K, 3) float32, all in input px.
+        Outside the source the image is black and the mask valid (255): there is no one there, so
+        the zero labels are right, as OpenPose's mask_miss border.
+    """
+    in_h, in_w = input_hw
+    size = (in_w, in_h)
+    small, matrix = shrink_first(image, affine.matrix)
+    warped = cv2.warpAffine(small, matrix, size, flags=cv2.INTER_CUBIC,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    if mask is None:
+        mask = np.full(image.shape[:2], 255, dtype=np.uint8)
+    # Nearest keeps the mask binary; a blended edge would half-weight the loss of real people.
+    warped_mask = cv2.warpAffine(mask, affine.matrix, size, flags=cv2.INTER_NEAREST,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+    people = np.array(people_kpts, dtype=np.float32)  # a copy: the caller's array stays as it was
+    xy1 = np.concatenate([people[:, :, :2].astype(np.float64), np.ones(people.shape[:2] + (1,))], axis=2)
+    people[:, :, :2] = (xy1 @ affine.matrix.T).astype(np.float32)
+    if affine.mirrored and flip_pairs:
+        left = [a for a, _ in flip_pairs]
+        right = [b for _, b in flip_pairs]
+        people[:, left + right] = people[:, right + left]
+    return warped, warped_mask, people
+
+
+def shrink_first(image: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image shrunk with INTER_AREA by as much as `matrix` shrinks each of its axes, and the
+    matrix that warps the shrunk image to the same place.
+
+    warpAffine interpolates from the 2x2 (4x4 cubic) source pixels around each target pixel however
+    far apart target pixels land in the source, so a 640 px image warped to 256 px aliases; evaluate
+    shrinks with INTER_AREA (an average), and a network trained on aliased inputs sees other pixels
+    at test time. Shrinking first makes a scale-only affine exactly evaluate's resize.
+    """
+    height, width = image.shape[:2]
+    scale_x = float(np.hypot(matrix[0, 0], matrix[1, 0]))  # how much the source x axis is stretched
+    scale_y = float(np.hypot(matrix[0, 1], matrix[1, 1]))
+    if scale_x >= 1.0 and scale_y >= 1.0:
+        return image, matrix
+    new_w = max(1, round(width * min(scale_x, 1.0)))
+    new_h = max(1, round(height * min(scale_y, 1.0)))
+    small = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    rx, ry = new_w / width, new_h / height
+    # cv2.resize puts source px x at (x + 0.5) * r - 0.5; compose the matrix with its inverse.
+    from_small = np.array([[1 / rx, 0.0, 0.5 / rx - 0.5], [0.0, 1 / ry, 0.5 / ry - 0.5], [0.0, 0.0, 1.0]])
+    return small, (np.vstack([matrix, [0.0, 0.0, 1.0]]) @ from_small)[:2]
+
+
+# --------------------------------------------------------------------------------------------
+# Labels: heatmaps, PAFs, loss mask
+# --------------------------------------------------------------------------------------------
+
+# TAO zeroes Gaussian tails below this (LabelProcessor.HEATMAP_THRESHOLD): the map is exactly 0 away
+# from joints, so the background channel is exactly 1 there.
+HEATMAP_FLOOR = 0.001
+
+
+class BpnetLabels(NamedTuple):
+    heatmaps: np.ndarray  # (K + 1, h, w) float32, joints then background
+    pafs: np.ndarray  # (2L, h, w) float32, limb l is channels (2l: x, 2l+1: y)
+    mask: np.ndarray  # (h, w) float32 in [0, 1], the fraction of valid input px under a target px
+
+
+def target_grid(target_shape: tuple[int, int], stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input-px coordinates of the target pixel centres: xs (w,), ys (h,) float64 (see module doc)."""
+    height, width = target_shape
+    xs = np.arange(width) * stride + (stride - 1) / 2
+    ys = np.arange(height) * stride + (stride - 1) / 2
+    return xs, ys
+
+
+def bpnet_labels(
+    people_kpts: np.ndarray,
+    limbs: list[tuple[int, int]],
+    target_shape: tuple[int, int],
+    stride: int,
+    heatmap_sigma_px: float,
+    paf_ortho_dist_thresh: float,
+    mask: np.ndarray | None = None,
+) -> BpnetLabels:
+    """BodyPoseNet training targets (Cao et al. 2017, OpenPose; TAO's LabelProcessor, fixed).
+
+    Args:
+        people_kpts: (N, K, 3) float, (x, y, v) in input px; joints with v > 0 are drawn (TAO draws
+            visible, occluded and annotatable alike).
+        limbs: L (a, b) 0-based joint pairs; limb l points from a to b.
+        target_shape: (h, w) of the maps; the input is (h * stride, w * stride).
+        stride: input px per target px (8).
+        heatmap_sigma_px: Gaussian sigma in input px (TAO: 7).
+        paf_ortho_dist_thresh: half width of a limb's band, in target px (TAO: 1.0, times the stride).
+        mask: (h * stride, w * stride) uint8 in input px, > 127 = valid; None = all valid.
+
+    Returns:
+        BpnetLabels.
+        heatmaps[k] = max over people of exp(-d^2 / 2 sigma^2), d the input-px distance from the
+            target pixel's centre to the joint; values < 0.001 set to 0. heatmaps[K] (background)
+            = 1 - max over joints, clipped to [0, 1].
+        pafs[2l:2l+2] = the limb's unit vector on its band: target pixels whose centre lies within
+            thresh * stride input px of the line a->b and, along it, within [-thresh * stride,
+            |b - a| + thresh * stride] (a rectangle around the limb, the same for every rotation;
+            TAO clips the line to its axis-aligned box instead). Where the bands of several people
+            overlap the vectors are averaged (OpenPose eq. 9); TAO lets the last person overwrite
+            the others, also outside its band ("TODO: Normalize/Average the PAF"). Limbs with an
+            unlabelled end or zero length draw nothing.
+        mask = the fraction of valid input px in each target pixel's stride x stride block.
+    """
+    height, width = target_shape
+    people = np.asarray(people_kpts, dtype=np.float64)
+    num_people, num_joints = people.shape[0], people.shape[1]
+    xs, ys = target_grid(target_shape, stride)
+    two_sigma2 = 2.0 * heatmap_sigma_px * heatmap_sigma_px
+
+    # Heatmaps: every person x joint Gaussian at once, (N, K, h, w), then the max over people.
+    dx2 = (xs[None, None, :] - people[:, :, 0:1]) ** 2  # (N, K, w)
+    dy2 = (ys[None, None, :] - people[:, :, 1:2]) ** 2  # (N, K, h)
+    gaussians = np.exp(-(dy2[:, :, :, None] + dx2[:, :, None, :]) / two_sigma2)
+    gaussians[people[:, :, 2] <= 0] = 0.0
+    joint_maps = gaussians.max(axis=0) if num_people else np.zeros((num_joints, height, width))
+    joint_maps[joint_maps < HEATMAP_FLOOR] = 0.0
+    joint_maps = joint_maps.astype(np.float32)
+    background = np.clip(np.float32(1.0) - joint_maps.max(axis=0, initial=np.float32(0.0)), 0.0, 1.0)
+    heatmaps = np.concatenate([joint_maps, background[None]], axis=0)
+
+    # PAFs: every person x limb band at once, (N, L, h, w); sums over people, then averages.
+    limb_idx = np.asarray(limbs, dtype=np.int64).reshape(-1, 2)
+    start = people[:, limb_idx[:, 0]]  # (N, L, 3)
+    end = people[:, limb_idx[:, 1]]
+    vec = end[:, :, :2] - start[:, :, :2]
+    length = np.sqrt(vec[:, :, 0] * vec[:, :, 0] + vec[:, :, 1] * vec[:, :, 1])  # (N, L)
+    drawn = (start[:, :, 2] > 0) & (end[:, :, 2] > 0) & (length > 0)
+    safe_length = np.where(drawn, length, 1.0)
+    unit_x = np.where(drawn, vec[:, :, 0] / safe_length, 0.0)[:, :, None, None]  # (N, L, 1, 1)
+    unit_y = np.where(drawn, vec[:, :, 1] / safe_length, 0.0)[:, :, None, None]
+    rel_x = xs[None, None, None, :] - start[:, :, 0, None, None]  # (N, L, 1, w)
+    rel_y = ys[None, None, :, None] - start[:, :, 1, None, None]  # (N, L, h, 1)
+    along = rel_x * unit_x + rel_y * unit_y  # (N, L, h, w)
+    ortho = np.abs(rel_x * unit_y - rel_y * unit_x)
+    thresh = paf_ortho_dist_thresh * stride
+    band = (
+        drawn[:, :, None, None]
+        & (ortho <= thresh)
+        & (along >= -thresh)
+        & (along <= length[:, :, None, None] + thresh)
+    )
+    count = band.sum(axis=0)  # (L, h, w)
+    sum_x = np.where(band, unit_x, 0.0).sum(axis=0)
+    sum_y = np.where(band, unit_y, 0.0).sum(axis=0)
+    divisor = np.maximum(count, 1)
+    pafs = np.empty((2 * len(limb_idx), height, width), dtype=np.float32)
+    pafs[0::2] = sum_x / divisor
+    pafs[1::2] = sum_y / divisor
+
+    return BpnetLabels(heatmaps, pafs, downsample_mask(mask, target_shape, stride))
+
+
+def downsample_mask(mask: np.ndarray | None, target_shape: tuple[int, int], stride: int) -> np.ndarray:
+    """(h, w) float32: the fraction of valid (> 127) px of an input-px mask under each target px."""
+    height, width = target_shape
+    if mask is None:
+        return np.ones((height, width), dtype=np.float32)
+    if mask.shape != (height * stride, width * stride):
+        raise ValueError(f"mask is {mask.shape[0]}x{mask.shape[1]}, expected the input size {height * stride}x{width * stride}")
+    valid = (mask > 127).reshape(height, stride, width, stride).sum(axis=(1, 3))
+    return (valid / (stride * stride)).astype(np.float32)
+
+
+def reference_bpnet_labels(
+    people_kpts: np.ndarray,
+    limbs: list[tuple[int, int]],
+    target_shape: tuple[int, int],
+    stride: int,
+    heatmap_sigma_px: float,
+    paf_ortho_dist_thresh: float,
+    mask: np.ndarray | None = None,
+) -> BpnetLabels:
+    """`bpnet_labels` written as loops over channels, pixels and people, as the paper reads.
+
+    Kept only as the baseline for tests and benchmarks; same arguments and results.
+    """
+    height, width = target_shape
+    people = np.asarray(people_kpts, dtype=np.float64)
+    num_people, num_joints = people.shape[0], people.shape[1]
+    xs, ys = target_grid(target_shape, stride)
+    two_sigma2 = 2.0 * heatmap_sigma_px * heatmap_sigma_px
+    thresh = paf_ortho_dist_thresh * stride
+
+    heatmaps = np.zeros((num_joints + 1, height, width), dtype=np.float32)
+    for k in range(num_joints):
+        for i in range(height):
+            for j in range(width):
+                best = 0.0
+                for p in range(num_people):
+                    x, y, v = people[p, k]
+                    if v > 0:
+                        dx, dy = xs[j] - x, ys[i] - y
+                        best = max(best, np.exp(-(dy * dy + dx * dx) / two_sigma2))
+                heatmaps[k, i, j] = best if best >= HEATMAP_FLOOR else 0.0
+    for i in range(height):
+        for j in range(width):
+            peak = max((heatmaps[k, i, j] for k in range(num_joints)), default=np.float32(0.0))
+            heatmaps[num_joints, i, j] = min(max(np.float32(1.0) - peak, 0.0), 1.0)
+
+    pafs = np.zeros((2 * len(limbs), height, width), dtype=np.float32)
+    for l, (a, b) in enumerate(limbs):
+        for i in range(height):
+            for j in range(width):
+                sum_x = sum_y = 0.0
+                count = 0
+                for p in range(num_people):
+                    ax, ay, av = people[p, a]
+                    bx, by, bv = people[p, b]
+                    vx, vy = bx - ax, by - ay
+                    length = np.sqrt(vx * vx + vy * vy)
+                    if av <= 0 or bv <= 0 or length == 0:
+                        continue
+                    ux, uy = vx / length, vy / length
+                    rx, ry = xs[j] - ax, ys[i] - ay
+                    along = rx * ux + ry * uy
+                    ortho = abs(rx * uy - ry * ux)
+                    if ortho <= thresh and -thresh <= along <= length + thresh:
+                        sum_x += ux
+                        sum_y += uy
+                        count += 1
+                if count:
+                    pafs[2 * l, i, j] = sum_x / count
+                    pafs[2 * l + 1, i, j] = sum_y / count
+
+    label_mask = np.ones((height, width), dtype=np.float32)
+    if mask is not None:
+        for i in range(height):
+            for j in range(width):
+                block = mask[i * stride:(i + 1) * stride, j * stride:(j + 1) * stride]
+                label_mask[i, j] = np.count_nonzero(block > 127) / (stride * stride)
+    return BpnetLabels(heatmaps, pafs, label_mask)
+
+
+# --------------------------------------------------------------------------------------------
+# The training dataset over dataset_convert's shards
+# --------------------------------------------------------------------------------------------
+
+class BpnetShardDataset(IterableDataset):
+    """Training samples of BodyPoseNet: dicts of "image" (3, H, W) float32 normalised as TAO
+    (pixel / image_scale - image_offset, RGB), "heatmaps" (K + 1, h, w), "pafs" (2L, h, w) and
+    "mask" (1, h, w) float32 (the loss weight in [0, 1]; TAO's mask_scale is folded in), and
+    "index" int, the sample's position in the concatenated splits.
+
+    Streams `read_shards` (sequential reads of the tar shards). Each process (rank x DataLoader
+    worker) reads its own part of every split, sample i going to part i % parts, so ranks and
+    workers never see the same sample (`shards_by_rank` tells train.py not to split again).
+    Train mode shuffles within a buffer of `shuffle_buffer_size` and augments; each sample's
+    augmentation draws from (seed, epoch, its index), so an epoch's samples do not
+    depend on how many workers or ranks there are, and a resumed run sees what an uninterrupted
+    one would. Call `set_epoch` before each epoch (train.py does).
+
+    Args:
+        manifests: the dataset_convert outputs (folders or their manifest.json).
+        spec: `specs.BpnetTrainSpec` (dataloader section and seed).
+        pose_config: the model's joint set (None: the spec's pose_config_path); the annotations'
+            comes from each manifest and is mapped onto it by name (`joint_sources`: the 18-joint
+            neck is derived).
+        train: augment and shuffle; False = NO_AUGMENTATION, in order.
+    """
+
+    shards_by_rank = True
+
+    def __init__(self, manifests: list[str | Path], spec, pose_config=None, train: bool = True):
+        if pose_config is None:
+            pose_config = load_pose_config(spec.dataloader.pose_config.pose_config_path)
+        self.manifests = [Path(m) for m in manifests]
+        self.loader = spec.dataloader
+        self.seed = int(spec.seed)
+        self.pose_config = pose_config
+        self.train = train
+        self.epoch = 0
+        self.sizes: list[int] = []
+        self.sources: list[list[tuple[int, ...]]] = []
+        for path in self.manifests:
+            manifest = read_manifest(path)
+            names = manifest["pose_config"]["keypoints"]
+            try:
+                self.sources.append(joint_sources(names, pose_config.keypoints))
+            except ValueError as err:
+                raise BadInput(f"{path}: pose_config.keypoints: {err}") from None
+            self.sizes.append(int(manifest["samples"]))
+        dims = self.loader.image_config.image_dims
+        self.input_hw = (dims.height, dims.width)
+        self.target_hw = tuple(self.loader.pose_config.target_shape)
+        self.stride = dims.height // self.target_hw[0]
+        norm = self.loader.normalization_params
+        self.scale = np.asarray(norm.image_scale, dtype=np.float32)
+        self.offset = np.asarray(norm.image_offset, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        rank = int(os.environ.get("RANK", "0"))
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        worker = get_worker_info()
+        workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
+        part, parts = rank * workers + worker_id, world_size * workers
+
+        def indexed():
+            first = 0
+            for split, (path, size) in enumerate(zip(self.manifests, self.sizes)):
+                for j, sample in enumerate(read_shards(path, part, parts)):
+                    yield first + part + j * parts, split, sample
+                first += size
+
+        stream = indexed()
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, part, 7])
+            stream = shuffled(stream, self.loader.shuffle_buffer_size, rng)
+        for index, split, sample in stream:
+            yield self.example(sample, self.sources[split], index)
+
+    def example(self, sample: dict, sources: list[tuple[int, ...]], index: int) -> dict:
+        """One `read_shards` sample -> the tensors the model trains on."""
+        meta = sample["meta"]
+        image = sample["image"]
+        people = to_model_joints(meta["keypoints"], sources)
+        aug = self.loader.augmentation_config
+        params = NO_AUGMENTATION
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            params = draw_spatial_params(aug.spatial_aug_params, rng, image.shape[:2])
+        elif aug.identity_spatial_aug_params is not None:
+            params = draw_spatial_params(aug.identity_spatial_aug_params, np.random.default_rng([self.seed, index]), image.shape[:2])
+        affine = spatial_affine(
+            aug.spatial_augmentation_mode, params, image.shape[:2], self.input_hw,
+            person_centre=tuple(meta["main_center"]), person_size_px=float(meta["main_scale_px"]),
+            target_person_scale=aug.spatial_aug_params.target_person_scale,
+        )
+        image, mask, people = warp_sample(image, sample["mask"], people, affine, self.pose_config.flip_pairs, self.input_hw)
+        labels = self.labels(people, mask)
+        pixels = (image.astype(np.float32) / self.scale - self.offset).transpose(2, 0, 1)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(pixels)),
+            "heatmaps": torch.from_numpy(labels.heatmaps),
+            "pafs": torch.from_numpy(labels.pafs),
+            "mask": torch.from_numpy(labels.mask[None]),
+            "index": index,  # in the concatenated splits: which sample this was, for logs and tests
+        }
+
+    def labels(self, people: np.ndarray, mask: np.ndarray) -> BpnetLabels:
+        settings = self.loader.label_processor_config
+        return bpnet_labels(people, self.pose_config.paf_limbs, self.target_hw, self.stride,
+                            settings.heatmap_gaussian_sigma, settings.paf_ortho_dist_thresh, mask)
+
+
+def shuffled(items: Iterator, buffer_size: int, rng: np.random.Generator) -> Iterator:
+    """A streaming shuffle (webdataset's / tf.data's): keep `buffer_size` items, emit a random one
+    as each new one arrives, then drain the rest in random order."""
+    buffer: list = []
+    for item in items:
+        if len(buffer) < buffer_size:
+            buffer.append(item)
+            continue
+        i = int(rng.integers(buffer_size))
+        buffer[i], item = item, buffer[i]
+        yield item
+    rng.shuffle(buffer)
+    yield from buffer
