@@ -284,7 +284,8 @@ from typing import Iterator, NamedTuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from pose_workloads.specs import BpnetDatasetSpec, BpnetInferenceSpec, BpnetNormalization  # noqa: E402
+from pose_workloads.files import write_atomic  # noqa: E402
+from pose_workloads.specs import BpnetNormalization  # noqa: E402
 
 STRIDE = 8  # network input px per output px
 # OpenPose smooths the upsampled heatmaps with gaussian_filter(sigma=3) at input resolution
@@ -512,7 +513,8 @@ def open_model(path: str | Path, output_stage: int | None = None) -> OpenModel:
         _check_network(predictor.info.network, path)
         if output_stage is not None:
             print(f"note: output_stage_to_use applies to .pth models; {path.name} gives its last stage", file=sys.stderr)
-        return OpenModel(predictor, None)
+        trained = predictor.info.normalization
+        return OpenModel(predictor, BpnetNormalization.model_validate(trained) if trained else None)
 
     import torch
 
@@ -532,8 +534,7 @@ def open_model(path: str | Path, output_stage: int | None = None) -> OpenModel:
         heatmaps, pafs = outputs[-1] if output_stage is None else outputs[output_stage - 1]
         return [heatmaps.float().cpu().numpy(), pafs.float().cpu().numpy()]
 
-    trained = ((ckpt.get("spec") or {}).get("dataloader") or {}).get("normalization_params")
-    normalization = BpnetNormalization.model_validate(trained) if trained else None
+    normalization = BpnetNormalization.model_validate(info.normalization) if info.normalization else None
     return OpenModel(Predictor(info=info, run=run, backend="torch"), normalization)
 
 
@@ -728,15 +729,6 @@ def detection_record(frame: Frame, prediction: Prediction, pose_config: PoseConf
     }
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class _VideoOut:
     """Annotated frames to an .mp4, written to a temp file and moved into place when complete."""
 
@@ -835,7 +827,7 @@ def inference(args) -> int:
         },
         "frames": records,
     }
-    _write_text_atomic(out_dir / DETECTIONS_FILE, json.dumps(detections))
+    write_atomic(out_dir / DETECTIONS_FILE, json.dumps(detections))
     people = detections["metadata"]["people"]
     print(f"{people} people in {frames_done} frames; per frame: network {mean_ms['network']:.1f} ms, grouping {mean_ms['grouping']:.1f} ms")
     if args.dump_visualizations:

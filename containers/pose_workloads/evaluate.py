@@ -12,13 +12,13 @@ import contextlib
 import io
 import json
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from pose_workloads.files import write_atomic
 from pose_workloads.specs import BadInput
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -328,13 +328,7 @@ def write_evaluation(results_dir: str | Path, results: list[dict], metrics: dict
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, allow_nan=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, json.dumps(data, allow_nan=False))
 
 
 def _json_safe(value: Any) -> Any:

@@ -40,6 +40,7 @@ from pose_workloads.runtime import (
     load_checkpoint,
     model_from_checkpoint,
 )
+from pose_workloads.files import write_atomic
 from pose_workloads.specs import BadInput, BpnetInferenceSpec, BpnetNormalization, load_spec
 
 INPUT_NAME = "images"
@@ -346,7 +347,7 @@ def _entropy_calibrator(trt, batches: Iterable[np.ndarray], batch_size: int, cac
 
         def write_calibration_cache(self, cache) -> None:
             if cache_file is not None:
-                _write_atomic(cache_file, bytes(cache))
+                write_atomic(cache_file, bytes(cache))
 
     return EntropyCalibrator()
 
@@ -420,26 +421,16 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: Engine
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportFailed(f"{engine_path}: TensorRT could not build the engine; its log above says why")
-    _write_atomic(engine_path, bytes(serialized))
+    write_atomic(engine_path, bytes(serialized))
     sidecar = json.loads(info.to_json())
     sidecar["engine"] = {"data_type": data_type, "tensorrt": trt.__version__, "profile": profile._asdict()}
-    _write_atomic(engine_sidecar(engine_path), json.dumps(sidecar, indent=2).encode())
+    write_atomic(engine_sidecar(engine_path), json.dumps(sidecar, indent=2))
     return engine_path
 
 
 # --------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 def _shape_text(shape) -> str:
     return "x".join(str(int(d)) for d in shape)

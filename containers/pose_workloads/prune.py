@@ -34,13 +34,13 @@ shapes no longer follow model_config; retrain it with `pretrained_weights: prune
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from pose_workloads.files import atomic_path
 from pose_workloads.specs import BadInput
 
 NETWORK = "bpnet"
@@ -219,18 +219,6 @@ def pruned_model_file(ckpt: dict[str, Any], model, pruning: dict[str, Any]) -> d
     }
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def main(args) -> int:
     """`pose bpnet prune -m MODEL -o OUT -pth 0.1 [-eq union] [-pg 8]`."""
     from pose_workloads.models import count_flops, count_parameters
@@ -257,7 +245,10 @@ def main(args) -> int:
         "threshold": args.threshold, "criterion": args.criterion, "granularity": args.granularity,
         "source": str(args.model), "parameters": [params_before, params_after], "flops": [flops_before, flops_after],
     }
-    _save_atomic(pruned_model_file(ckpt, result.model, pruning), output)
+    import torch
+
+    with atomic_path(output) as tmp:
+        torch.save(pruned_model_file(ckpt, result.model, pruning), tmp)
 
     print(f"pruned {args.model} at -pth {args.threshold:g} -eq {args.criterion} -pg {args.granularity}: "
           f"{changed} of {len(result.plans)} channel groups narrowed, "

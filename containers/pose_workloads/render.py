@@ -7,12 +7,12 @@ left are blues, on the right oranges/reds, on the midline greens; each limb gets
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from pose_workloads.files import atomic_path, write_atomic
 from pose_workloads.specs import PoseConfig
 
 # Hue ranges (OpenCV hue, 0..179) per side: blue, orange-red, green.
@@ -110,12 +110,7 @@ def save_image(path: str | Path, image_rgb: np.ndarray) -> None:
     ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode this image format; use .png or .jpg")
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, data.tobytes())
 
 
 def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> None:
@@ -160,10 +155,8 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> None:
             ax.legend(fontsize=8)
     fig.tight_layout()
     out_png = Path(out_png)
-    tmp = out_png.with_name(f".{out_png.name}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=90)
-        os.replace(tmp, out_png)
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)

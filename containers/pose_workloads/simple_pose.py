@@ -442,9 +442,9 @@ def inference(args) -> int:
             results += _results_for(people, box_xywh, box_scores, settings.joint_score_threshold, **ids)
         print(f"drew {len(results)} people on {len(paths)} images in {out_dir / 'images'}")
 
-    from pose_workloads.train import write_text_atomic
+    from pose_workloads.files import write_atomic
 
-    write_text_atomic(out_dir / "keypoints_results.json", json.dumps(results))
+    write_atomic(out_dir / "keypoints_results.json", json.dumps(results))
     print(f"wrote {out_dir / 'keypoints_results.json'}")
     return 0
 

@@ -46,6 +46,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
+from pose_workloads.files import atomic_path, write_atomic
 from pose_workloads.specs import BadInput, PoseConfig, save_spec
 
 CHECKPOINT_LAST = "checkpoint_last.pth"
@@ -325,22 +326,9 @@ def kernel_penalty(model: nn.Module, kind: Literal["none", "l1", "l2"]) -> torch
 # --------------------------------------------------------------------------------------------
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file beside `path`, then os.replace: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    """torch.save through a temp file: a reader (or a resume after kill -9) never sees half a file."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def model_file(job: TrainJob, model: nn.Module, **extra: Any) -> dict[str, Any]:
@@ -706,7 +694,7 @@ def _train(job: TrainJob, procs: Processes) -> dict[str, Any]:
                     "seconds": stats.seconds,
                 }
                 records.append(record)
-                write_text_atomic(results_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records))
+                write_atomic(results_dir / METRICS, "".join(json.dumps(r) + "\n" for r in records))
                 _write_tensorboard(writer, record, done * steps)
                 state = {
                     "epoch": done,

@@ -49,6 +49,7 @@ import numpy as np
 
 from pose_workloads.data.coco import Person, decode_image, ignore_mask, load_coco
 from pose_workloads.data.progress import track
+from pose_workloads.files import write_atomic
 from pose_workloads.specs import BadInput, BpnetDatasetSpec, PoseConfig, SpecError, load_pose_config, load_spec
 
 FORMAT = "pose-bpnet-shards"
@@ -140,7 +141,7 @@ def convert_dataset(
             ignore = ignore_mask(coco_set.coco, record, coco_set.people)
             mask_png = None if ignore is None else _encode_mask(ignore)
             if mask_dir is not None:
-                _write_atomic(mask_dir / f"mask_{record.image_id}.png", mask_png or _encode_mask(np.zeros((record.height, record.width), bool)))
+                write_atomic(mask_dir / f"mask_{record.image_id}.png", mask_png or _encode_mask(np.zeros((record.height, record.width), bool)))
                 mask_ids.append(record.image_id)
             mains, reasons = main_people(people, spec.min_person_size_px, spec.min_keypoints, spec.min_inter_person_distance_ratio)
             not_main.update(reasons)
@@ -186,7 +187,7 @@ def convert_dataset(
         "pose_config": pose_config.model_dump(mode="json"),
         "dataset_spec": spec.model_dump(mode="json"),
     }
-    _write_atomic(out / MANIFEST, json.dumps(manifest, indent=1).encode())
+    write_atomic(out / MANIFEST, json.dumps(manifest, indent=1))
     return ConvertResult(out / MANIFEST, manifest["samples"], len(shards), False, skipped)
 
 
@@ -305,19 +306,12 @@ class ShardWriter:
 
 
 def _remove_temp_files(folder: Path, *patterns: str) -> None:
-    # Only our own temp names (see ShardWriter and _write_atomic): never anything else in `folder`.
+    # Only our own temp names (see ShardWriter and files.atomic_path): never anything else in `folder`.
     for pattern in patterns:
         for tmp in folder.glob(pattern):
             tmp.unlink(missing_ok=True)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def input_digest(spec: BpnetDatasetSpec, mode: str, generate_masks: bool, pose_config: PoseConfig, annotations: Path) -> str:
