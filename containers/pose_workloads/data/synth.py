@@ -1,10 +1,12 @@
 """A synthetic COCO-keypoints dataset: drawn people on textured backgrounds.
 
 Each image holds 1..max_people articulated figures (a 2D body model with named joints, posed at
-random within human joint ranges, seen from any side, scaled, rotated and stretched), drawn as
-tapered limbs, a torso polygon and a head ellipse in per-person clothing and skin colours. People
-overlap; occluder patches cover some joints; crowds of small figures are annotated `iscrowd=1`
-regions; some small people carry no keypoints. The annotations follow COCO's conventions:
+random within human joint ranges, mostly facing the camera or turned away, scaled, rotated and
+stretched), drawn as tapered, outlined limbs, a torso polygon and a head ellipse in per-person
+clothing and skin colours; the left sleeve, trouser leg and shoe are lighter than the right ones,
+so left and right can be told apart from any side. People overlap; occluder patches cover some
+joints; crowds of small figures are annotated `iscrowd=1` regions; some small people carry no
+keypoints. The annotations follow COCO's conventions:
 
 - v = 2 visible; v = 1 labelled but occluded (by another person, an occluder patch, the person's own
   torso or head); v = 0 not labelled (outside the image, or "missed by the annotator") with x = y = 0;
@@ -122,7 +124,15 @@ class Pose:
 
 def sample_pose(rng: np.random.Generator) -> Pose:
     """A random pose within plausible human ranges: mostly standing, some walking, some sitting."""
-    yaw = rng.uniform(-math.pi, math.pi)
+    # Most people face the camera or turn their back to it (as in photos); the rest from any side.
+    view = rng.random()
+    if view < 0.5:
+        yaw = rng.normal(0.0, 0.4)
+    elif view < 0.75:
+        yaw = math.pi + rng.normal(0.0, 0.4)
+    else:
+        yaw = rng.uniform(-math.pi, math.pi)
+    yaw = (yaw + math.pi) % (2 * math.pi) - math.pi
     arm_raise = []
     for _ in range(2):
         kind = rng.random()
@@ -309,11 +319,20 @@ def _colour(values) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.clip(values, 0, 255))
 
 
+def side_tone(colour: tuple, side: str) -> tuple[float, float, float]:
+    """A person's left sleeve and trouser leg are a lighter tone of the garment, the right a darker
+    one: a cue that tells left from right from any side (a real person's sides look alike, which
+    a small CPU model cannot learn in minutes), and limbs that stand out against the torso."""
+    c = np.array(colour)
+    return _colour(c + (255 - c) * 0.5 if side == "left" else c * 0.45)
+
+
 def random_style(rng: np.random.Generator) -> Style:
+    # Mid tones, so both the lighter and the darker side tone differ from the garment itself.
     return Style(
         skin=_colour(SKIN_TONES[rng.integers(len(SKIN_TONES))] + rng.normal(0, 8, 3)),
-        shirt=_colour(rng.uniform(20, 240, 3)),
-        trousers=_colour(rng.uniform(10, 200, 3) * rng.uniform(0.4, 1.0)),
+        shirt=_colour(rng.uniform(50, 200, 3)),
+        trousers=_colour(rng.uniform(40, 190, 3)),
         hair=_colour(rng.uniform(10, 90, 3) if rng.random() < 0.8 else rng.uniform(120, 220, 3)),
         long_sleeves=bool(rng.random() < 0.5),
     )
@@ -325,20 +344,30 @@ def draw_figure(image, owner, fig: Figure, style: Style, owner_ids, face_details
     px, u, view = fig.px, fig.unit_px, fig.view
     discs: list[tuple[float, float, float]] = []
 
-    def limb(part, a, b, r0, r1, colour):
-        _limb(image, owner, px[a], px[b], r0 * u, r1 * u, colour, int(owner_ids[PART[part]]))
-        discs.extend(((*px[a], r0 * u), (*px[b], r1 * u)))
+    edge = max(0.6 / max(u, 1.0), 0.006)  # outline width, body units: at least ~0.6 px
+
+    def limb(part, a, b, r0, r1, colour, outline=None):
+        owner_id = int(owner_ids[PART[part]])
+        if outline is not None:  # a dark seam round the limb: an arm in front of the body shows
+            _limb(image, owner, px[a], px[b], (r0 + edge) * u, (r1 + edge) * u, outline, owner_id)
+        _limb(image, owner, px[a], px[b], r0 * u, r1 * u, colour, owner_id)
+        grow = edge if outline is not None else 0.0
+        discs.extend(((*px[a], (r0 + grow) * u), (*px[b], (r1 + grow) * u)))
+
+    seam = _colour(np.array(style.shirt) * 0.25)
 
     def arm(side):
-        limb(f"{side}_upper_arm", f"{side}_shoulder", f"{side}_elbow", 0.034, 0.027, style.shirt)
-        sleeve = style.shirt if style.long_sleeves else style.skin
-        limb(f"{side}_forearm", f"{side}_elbow", f"{side}_wrist", 0.027, 0.021, sleeve)
+        sleeve = side_tone(style.shirt, side)
+        limb(f"{side}_upper_arm", f"{side}_shoulder", f"{side}_elbow", 0.034, 0.027, sleeve, seam)
+        limb(f"{side}_forearm", f"{side}_elbow", f"{side}_wrist", 0.027, 0.021, sleeve if style.long_sleeves else style.skin, seam)
         limb(f"{side}_forearm", f"{side}_wrist", f"{side}_hand", 0.023, 0.021, style.skin)
 
     def leg(side):
-        limb(f"{side}_thigh", f"{side}_hip", f"{side}_knee", 0.05, 0.036, style.trousers)
-        limb(f"{side}_shin", f"{side}_knee", f"{side}_ankle", 0.036, 0.026, style.trousers)
-        limb(f"{side}_foot", f"{side}_ankle", f"{side}_toe", 0.024, 0.02, _colour(np.array(style.trousers) * 0.4))
+        trouser_leg = side_tone(style.trousers, side)
+        limb(f"{side}_thigh", f"{side}_hip", f"{side}_knee", 0.05, 0.036, trouser_leg, seam)
+        limb(f"{side}_shin", f"{side}_knee", f"{side}_ankle", 0.036, 0.026, trouser_leg, seam)
+        shoe = (225.0, 225.0, 225.0) if side == "left" else (25.0, 25.0, 25.0)  # light left, dark right
+        limb(f"{side}_foot", f"{side}_ankle", f"{side}_toe", 0.024, 0.02, shoe)
 
     far = view.far_side
     near = "right" if far == "left" else "left"
@@ -375,8 +404,8 @@ def draw_figure(image, owner, fig: Figure, style: Style, owner_ids, face_details
     hair_from = 180 if view.facing else 0
     cv2.ellipse(image, centre, axes, angle, hair_from, 360, style.hair, -1, cv2.LINE_AA, SHIFT)
     discs.append((*px["head"], HEAD_H / 2 * u))
-    if face_details and view.facing and u > 40:
-        dot = max(1, int(0.011 * u * ONE))
+    if face_details and view.facing and u > 24:
+        dot = max(ONE, int(0.011 * u * ONE))
         for name in ("left_eye", "right_eye"):
             if view.face_flags[name] == 2:
                 cv2.circle(image, _pt(px[name]), dot, (35, 30, 25), -1, cv2.LINE_AA, SHIFT)
@@ -528,7 +557,8 @@ def render_image(
             for target, value in ((image, colour), (owner, OCCLUDER_ID)):
                 cv2.ellipse(target, _pt((x + w / 2, y + h / 2)), axes, 0, 0, 360, value, -1, cv2.LINE_8, SHIFT)
 
-    # Clothing texture: stripes on some shirts and trousers, where the person is still visible.
+    # Clothing texture: stripes on some shirts, where the person is still visible (not on sleeves
+    # or trouser legs, whose tone tells left from right).
     for fig, base, discs, _ in people:
         box = _box_of_discs(discs, width, height)
         if rng.random() >= 0.4 or box is None:
@@ -536,7 +566,7 @@ def render_image(
         x0, y0 = int(box[0]), int(box[1])
         x1, y1 = int(math.ceil(box[0] + box[2])), int(math.ceil(box[1] + box[3]))
         region = owner[y0:y1, x0:x1]
-        mask = (region >= base) & (region < base + PARTS_PER_PERSON) & (region != base + PART["head"])
+        mask = region == base + PART["torso"]
         k = direction(rng.uniform(0, math.pi)) * (2 * math.pi / rng.uniform(4, 12))
         ys, xs = np.nonzero(mask)
         dark = np.sin((xs + x0) * k[0] + (ys + y0) * k[1]) > 0
