@@ -316,11 +316,12 @@ def dataset_synth(
     max_people: Annotated[Optional[int], typer.Option("--max_people", "--max-people", help="people per image, at most.")] = None,
     size: Annotated[Optional[str], typer.Option("--size", metavar="WxH", help="image size.")] = None,
     pose_config: Annotated[Optional[str], typer.Option("--pose_config", "--pose-config", metavar="JSON", help="joint set.")] = None,
+    easy: Annotated[bool, typer.Option("--easy", help="upright, large people; no crowds or occluders (the CPU demo's set).")] = False,
     options=None,
 ) -> None:
     """Write a small synthetic COCO-keypoints dataset (for demos and tests)."""
     _launch("dataset", "synth", {"-o": output, "--images": images, "--seed": seed, "--max_people": max_people,
-                                 "--size": size, "--pose_config": pose_config}, options)
+                                 "--size": size, "--pose_config": pose_config, "--easy": easy}, options)
 
 
 # ---- pose selftest / info ---------------------------------------------------------------------

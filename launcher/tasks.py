@@ -65,6 +65,7 @@ TASKS: dict[tuple[str, str], Task] = {
     ("dataset", "synth"): Task(("dataset", "synth"), PYTORCH, (
         Flag("-o", "output"), Flag("--images", "value"), Flag("--seed", "value"),
         Flag("--max_people", "value"), Flag("--size", "value"), Flag("--pose_config", "spec", "PoseConfig"),
+        Flag("--easy", "switch"),
     )),
     ("simple-pose", "train"): Task(("simple-pose", "train"), PYTORCH, (
         Flag("-e", "spec", "SimplePoseSpec"), Flag("-r", "output"), Flag("--gpus", "value"),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: Simple Pose end to end on a synthetic dataset, on a CPU, in minutes.
 #
-#   1. generate a synthetic COCO-keypoints train set and a val set (different seeds) in demo_data/
+#   1. generate a synthetic COCO-keypoints train set and a val set (different seeds) in demo_data/:
+#      `--easy` single-person scenes (upright, large people, no crowds or occluders)
 #   2. train specs/simple_pose/demo.yaml (simple_pose_tiny, 128x96) into results/demo/
 #   3. evaluate the final model on the val set (COCO OKS AP) and draw skeletons on a few val images
 #
@@ -28,7 +29,7 @@ elapsed() { echo "$(( $(date +%s) - start ))s"; }
 for split in train val; do
     if [ "$split" = train ]; then images=$TRAIN_IMAGES; seed=1; else images=$VAL_IMAGES; seed=2; fi
     if [ ! -f "$DATA/$split/annotations/person_keypoints.json" ]; then
-        pose dataset synth -o "$DATA/$split" --images "$images" --seed "$seed" --max_people 2 --size 256x256 --runner "$RUNNER"
+        pose dataset synth -o "$DATA/$split" --images "$images" --seed "$seed" --max_people 1 --easy --size 256x256 --runner "$RUNNER"
     fi
 done
 echo "== data ready after $(elapsed)"

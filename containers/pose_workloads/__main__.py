@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_people", type=int, default=3)
     p.add_argument("--size", default="256x256", help="image size WxH")
     p.add_argument("--pose_config", default=None, help="pose config JSON (joint names must be ones synth can draw)")
+    p.add_argument("--easy", action="store_true", help="upright, large people; no crowds, occluders or unlabelled people (the CPU demo's set)")
 
     # pose simple-pose ...
     sp = groups.add_parser("simple-pose", help="Simple Pose (top-down)").add_subparsers(dest="action", required=True)

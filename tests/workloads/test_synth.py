@@ -167,3 +167,13 @@ def test_draws_fast_enough_to_make_sets_on_the_fly():
         image, _ = synth.render_image(np.random.default_rng([0, i]), 256, 256, 3, names)
         cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, synth.JPEG_QUALITY])
     assert 20 / (time.process_time() - start) > 25
+
+
+def test_easy_scenes_have_only_labelled_large_people(tmp_path):
+    root = synth.write_synthetic_dataset(tmp_path / "easy", images=20, seed=3, max_people=2, size=(128, 128),
+                                         show_progress=False, easy=True)
+    data = json.loads((root / synth.ANNOTATIONS_FILE).read_text())
+    assert data["annotations"] and not any(a["iscrowd"] for a in data["annotations"])
+    assert all(a["num_keypoints"] > 0 for a in data["annotations"])
+    # People are drawn 0.55-0.95 of the image height (0.3-0.95 otherwise): boxes stay tall.
+    assert min(a["bbox"][3] for a in data["annotations"]) >= 0.3 * 128

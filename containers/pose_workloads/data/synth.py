@@ -498,11 +498,13 @@ def _rle(mask: np.ndarray) -> dict:
 
 
 def render_image(
-    rng: np.random.Generator, width: int, height: int, max_people: int, joint_names: list[str]
+    rng: np.random.Generator, width: int, height: int, max_people: int, joint_names: list[str], easy: bool = False
 ) -> tuple[np.ndarray, list[dict]]:
     """Draw one image. Returns (H, W, 3) uint8 BGR and its COCO annotations without ids.
 
-    `joint_names` are canonical DRAWABLE_JOINTS names, in the pose config's order.
+    `joint_names` are canonical DRAWABLE_JOINTS names, in the pose config's order. `easy` (the
+    CPU demo's set) leaves out crowds, unlabelled people and occluder patches, keeps every person
+    upright and makes them large, so a tiny model learns it in minutes.
     """
     image = draw_background(rng, height, width)
     owner = np.zeros((height, width), dtype=np.uint16)
@@ -513,7 +515,7 @@ def render_image(
     # A crowd far away: a cluster of small figures, annotated as one iscrowd region drawn round
     # the whole cluster (as COCO's annotators do), also where people in front cover it.
     crowd = None
-    if rng.random() < 0.35:
+    if not easy and rng.random() < 0.35:
         centre = rng.uniform(0.2, 0.8, 2) * (width, height)
         spread = rng.uniform(0.08, 0.2) * np.array([width, height])
         figures = []
@@ -527,17 +529,20 @@ def render_image(
         crowd = cv2.morphologyEx((owner == CROWD_ID).astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
 
     # Small people nobody labelled (COCO has many): num_keypoints 0.
-    for j in range(int(rng.integers(1, 3)) if rng.random() < 0.25 else 0):
+    for j in range(int(rng.integers(1, 3)) if not easy and rng.random() < 0.25 else 0):
         where = _random_placement(rng, width, height, rng.uniform(0.08, 0.2) * height)
         discs = draw_figure(image, owner, place_figure(sample_pose(rng), where), random_style(rng), np.full(len(PARTS), UNLABELLED_ID + j), face_details=False)
         unlabelled.append((UNLABELLED_ID + j, discs))
 
     # The labelled people, far (small) to near (large).
     count = int(rng.integers(1, max_people + 1))
-    heights = np.sort(rng.uniform(0.3, 0.95, count) * height * (1.0 if count <= 2 else 0.8))
+    heights = np.sort(rng.uniform(0.55 if easy else 0.3, 0.95, count) * height * (1.0 if count <= 2 else 0.8))
     people = []
     for slot, height_px in enumerate(heights):
-        fig = place_figure(sample_pose(rng), _random_placement(rng, width, height, float(height_px)))
+        where = _random_placement(rng, width, height, float(height_px))
+        if easy:
+            where.rotation = float(np.clip(where.rotation, -0.3, 0.3))  # no one lying or tumbling
+        fig = place_figure(sample_pose(rng), where)
         base = 1 + slot * PARTS_PER_PERSON
         style = random_style(rng)
         discs = draw_figure(image, owner, fig, style, base + parts)
@@ -545,7 +550,7 @@ def render_image(
         people.append((fig, base, discs, drawn))
 
     # Things in front of people: posts, bags, cars.
-    for _ in range(int(rng.integers(1, 3)) if rng.random() < 0.35 else 0):
+    for _ in range(int(rng.integers(1, 3)) if not easy and rng.random() < 0.35 else 0):
         colour = _colour(rng.uniform(0, 255, 3))
         w, h = rng.uniform(0.08, 0.3, 2) * min(width, height)
         x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
@@ -653,10 +658,11 @@ def write_synthetic_dataset(
     size: tuple[int, int] = (256, 256),
     pose_config: PoseConfig = COCO17,
     show_progress: bool = True,
+    easy: bool = False,
 ) -> Path:
     """Write `out_dir/images/<id>.jpg` and `out_dir/annotations/person_keypoints.json` (COCO).
 
-    `size` is (width, height). The annotation file is removed first and written last (tmp +
+    `size` is (width, height); `easy` draws the demo's easier scenes (see `render_image`). The annotation file is removed first and written last (tmp +
     os.replace), so a run that is killed leaves no file that looks complete. Returns `out_dir`.
     """
     width, height = size
@@ -678,7 +684,7 @@ def write_synthetic_dataset(
     image_entries, annotation_entries = [], []
     for index in track(range(images), images, "synthesizing images", enabled=show_progress):
         image_id = index + 1
-        image, anns = render_image(np.random.default_rng([seed, index]), width, height, max_people, joint_names)
+        image, anns = render_image(np.random.default_rng([seed, index]), width, height, max_people, joint_names, easy)
         ok, jpg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         file_name = f"{image_id:012d}.jpg"
         (out / "images" / file_name).write_bytes(jpg.tobytes())
@@ -695,7 +701,7 @@ def write_synthetic_dataset(
         "info": {
             "description": "pose synthetic keypoints",
             "seed": seed, "images": images, "max_people": max_people, "size": [width, height],
-            "pose_config": pose_config.name,
+            "pose_config": pose_config.name, "easy": easy,
         },
         "licenses": [],
         "images": image_entries,
@@ -724,9 +730,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(args) -> int:
-    """`pose dataset synth -o DIR [--images N] [--seed S] [--max_people K] [--size WxH] [--pose_config JSON]`."""
+    """`pose dataset synth -o DIR [--images N] [--seed S] [--max_people K] [--size WxH] [--pose_config JSON] [--easy]`."""
     size = parse_size(args.size)
     pose_config = load_pose_config(args.pose_config)
-    out = write_synthetic_dataset(args.output, args.images, args.seed, args.max_people, size, pose_config)
+    out = write_synthetic_dataset(args.output, args.images, args.seed, args.max_people, size, pose_config, easy=args.easy)
     print(f"wrote {args.images} images to {out / 'images'} and their annotations to {out / ANNOTATIONS_FILE}")
     return 0
