@@ -13,7 +13,6 @@ grouping at 2.4 s vs 0.06 s for the network (lightweight-human-pose-estimation.p
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import cv2
@@ -22,6 +21,7 @@ import numpy as np
 from pose_workloads.data.bottomup import bpnet_labels, joint_sources, to_model_joints
 from pose_workloads.grouping import find_peaks, group_people, reference_group_people
 from pose_workloads.specs import COCO17, load_pose_config
+from timing import best_time
 
 POSE_CONFIG = Path(__file__).resolve().parents[1] / "specs/bpnet/bpnet_18joints.json"
 STRIDE = 8
@@ -56,15 +56,6 @@ def upsampled_maps(people: np.ndarray, limbs: list[tuple[int, int]]) -> tuple[np
     heatmaps = cv2.resize(labels.heatmaps[:-1].transpose(1, 2, 0), size, interpolation=cv2.INTER_CUBIC)
     pafs = cv2.resize(labels.pafs.transpose(1, 2, 0), size, interpolation=cv2.INTER_CUBIC)
     return heatmaps.transpose(2, 0, 1), pafs.transpose(2, 0, 1)
-
-
-def best_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -11,13 +11,13 @@ the paper reads (one pixel at a time); TAO itself vectorizes per person over a w
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
 from pose_workloads.data.bottomup import bpnet_labels, reference_bpnet_labels
 from pose_workloads.specs import load_pose_config
+from timing import best_time
 
 POSE_CONFIG = Path(__file__).resolve().parents[1] / "specs/bpnet/bpnet_18joints.json"
 STRIDE = 8
@@ -31,15 +31,6 @@ def crowd(rng: np.random.Generator, num_people: int, num_joints: int, size_px: i
     people[:, :, :2] = centres + rng.normal(0, 1, (num_people, num_joints, 2)) * spread
     people[:, :, 2] = np.where(rng.random((num_people, num_joints)) < 0.8, 2, 0)
     return people
-
-
-def best_time(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pose_workloads.data.coco import read_coco_json
 from pose_workloads.files import write_atomic
 from pose_workloads.specs import BadInput
 
@@ -222,15 +223,7 @@ def coco_keypoint_metrics(
 
 
 def _read_gt(path: Path, num_joints: int) -> dict:
-    if not path.is_file():
-        raise BadInput(f"{path}: file not found; check the annotations path (and that its folder is mounted)")
-    try:
-        with open(path, "rb") as f:
-            gt = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadInput(f"{path}: not valid JSON ({err}); give a COCO keypoints annotation file") from None
-    if not isinstance(gt, dict) or not isinstance(gt.get("images"), list) or not isinstance(gt.get("annotations"), list):
-        raise BadInput(f"{path}: images/annotations: not a COCO annotation file; give e.g. person_keypoints_val2017.json")
+    gt = read_coco_json(path)
     for ann in gt["annotations"]:
         if ann.get("keypoints") and len(ann["keypoints"]) != 3 * num_joints:
             raise BadInput(

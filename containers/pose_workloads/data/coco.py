@@ -100,7 +100,7 @@ def load_coco(
     """
     annotations_json = Path(annotations_json)
     images_dir = Path(images_dir)
-    data = _read_coco_json(annotations_json)
+    data = read_coco_json(annotations_json)
     num_joints = pose_config.num_joints
     _check_categories(data, annotations_json, pose_config)
 
@@ -239,7 +239,8 @@ def _keypoint_row(values: list[Any], num_joints: int) -> np.ndarray:
         return np.full((num_joints, 3), np.nan, dtype=np.float32)
 
 
-def _read_coco_json(path: Path) -> dict[str, Any]:
+def read_coco_json(path: Path) -> dict[str, Any]:
+    """The parsed COCO file, or BadInput naming the file when it is missing, not JSON or not COCO."""
     if not path.is_file():
         raise BadInput(f"{path}: file not found; check the annotations path (and that its folder is mounted)")
     try:
@@ -250,7 +251,7 @@ def _read_coco_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise BadInput(
             f"{path}: images/annotations: not a COCO annotation file (needs 'images' and 'annotations' lists); "
-            "give e.g. person_keypoints_train2017.json"
+            "give a COCO keypoints file such as person_keypoints_val2017.json"
         )
     return data
 
