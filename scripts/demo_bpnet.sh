@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # `make demo-bpnet`: BodyPoseNet end to end on a synthetic multi-person dataset, on a CPU, in minutes.
 #
-#   1. generate a synthetic COCO-keypoints train set and a val set (different seeds), up to 3 people
+#   1. generate a synthetic COCO-keypoints train set and a val set (different seeds), up to 2 people
 #      per image, in demo_data/bpnet_synth/ (the layout specs/bpnet/synth_spec.json names)
 #   2. dataset_convert the train split into shards + loss masks (TAO's `bpnet dataset_convert`)
-#   3. train specs/bpnet/demo_train.yaml (tiny backbone, 128x128) into results/demo_bpnet/
+#   3. train specs/bpnet/demo_train.yaml (tiny backbone, 192x192) into results/demo_bpnet/
 #   4. evaluate the final model on the val set (COCO OKS AP, bottom-up: no boxes given)
 #
 # Everything goes through the `pose` launcher, like a user's commands. The runner is `auto`
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 RUNNER="${POSE_DEMO_RUNNER:-auto}"
 DATA=demo_data/bpnet_synth
 RESULTS=results/demo_bpnet
-TRAIN_IMAGES="${POSE_DEMO_TRAIN_IMAGES:-400}"
+TRAIN_IMAGES="${POSE_DEMO_TRAIN_IMAGES:-600}"
 VAL_IMAGES="${POSE_DEMO_VAL_IMAGES:-60}"
 # The spec's 12 epochs fit a CPU in minutes but teach a from-scratch bottom-up model little (see
 # below); on a GPU give it more, e.g. POSE_DEMO_EPOCHS=100 POSE_DEMO_TRAIN_IMAGES=4000.
@@ -33,7 +33,7 @@ elapsed() { echo "$(( $(date +%s) - start ))s"; }
 for split in train val; do
     if [ "$split" = train ]; then images=$TRAIN_IMAGES; seed=11; else images=$VAL_IMAGES; seed=12; fi
     if [ ! -f "$DATA/$split/annotations/person_keypoints.json" ]; then
-        pose dataset synth -o "$DATA/$split" --images "$images" --seed "$seed" --max_people 3 --size 256x256 --runner "$RUNNER"
+        pose dataset synth -o "$DATA/$split" --images "$images" --seed "$seed" --max_people 2 --size 192x192 --runner "$RUNNER"
     fi
 done
 # Reruns are no-ops: dataset_convert keeps a finished output whose inputs did not change.
