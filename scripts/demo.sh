@@ -3,7 +3,7 @@
 #
 #   1. generate a synthetic COCO-keypoints train set and a val set (different seeds) in demo_data/:
 #      `--easy` single-person scenes (upright, large people, no crowds or occluders)
-#   2. train specs/simple_pose/demo.yaml (simple_pose_tiny, 128x96) into results/demo/
+#   2. train specs/simple_pose/demo.yaml (simple_pose_tiny, 160x128) into results/demo/
 #   3. evaluate the final model on the val set (COCO OKS AP) and draw skeletons on a few val images
 #
 # Everything goes through the `pose` launcher, like a user's commands. The runner is `auto`
