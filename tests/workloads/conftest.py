@@ -1,4 +1,5 @@
-"""Helpers shared by tests/workloads: model files as `train` writes them (docs/ARCHITECTURE.md)."""
+"""Helpers shared by tests/workloads: model files as `train` writes them (docs/ARCHITECTURE.md), and
+coco-mini converted to BodyPoseNet shards."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pose_workloads.data.convert import convert_dataset
+from pose_workloads.specs import BpnetDatasetSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+COCO_MINI = (ROOT / "../shared/data/coco-mini").resolve()
+MINI_JSON = "annotations/person_keypoints_mini.json"
 
 TINY_MODELS: dict[str, dict[str, Any]] = {
     "simple-pose": {"name": "simple_pose_tiny"},
@@ -57,3 +65,15 @@ def model_file(tmp_path):
         return write_model_file(tmp_path / (name or f"{network}.pth"), network, input_size, **kw)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> Path:
+    """coco-mini as `pose bpnet dataset_convert -m train` writes it (built once per test module)."""
+    if not (COCO_MINI / MINI_JSON).is_file():
+        pytest.skip(f"coco-mini is not at {COCO_MINI}")
+    split = {"images_root_dir_path": "images", "annotation_root_dir_path": MINI_JSON}
+    spec = BpnetDatasetSpec(root_directory_path=str(COCO_MINI), train_data=split, test_data=split)
+    out = tmp_path_factory.mktemp("bpnet_data") / "train"
+    convert_dataset(spec, "train", out, show_progress=False)
+    return out

@@ -12,24 +12,10 @@ import torch
 
 from pose_workloads.data import bottomup
 from pose_workloads.data.bottomup import BpnetShardDataset, shuffled
-from pose_workloads.data.convert import convert_dataset
-from pose_workloads.specs import BadInput, BpnetDatasetSpec, BpnetTrainSpec, load_pose_config
+from pose_workloads.specs import BadInput, BpnetTrainSpec, load_pose_config
 
 ROOT = Path(__file__).resolve().parents[2]
-COCO_MINI = (ROOT / "../shared/data/coco-mini").resolve()
-MINI_JSON = "annotations/person_keypoints_mini.json"
 POSE_18 = load_pose_config(ROOT / "specs/bpnet/bpnet_18joints.json")
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> Path:
-    if not (COCO_MINI / MINI_JSON).is_file():
-        pytest.skip(f"coco-mini is not at {COCO_MINI}")
-    split = {"images_root_dir_path": "images", "annotation_root_dir_path": MINI_JSON}
-    spec = BpnetDatasetSpec(root_directory_path=str(COCO_MINI), train_data=split, test_data=split)
-    out = tmp_path_factory.mktemp("bpnet_data") / "train"
-    convert_dataset(spec, "train", out, show_progress=False)
-    return out
 
 
 def train_spec(records: Path, **dataloader) -> BpnetTrainSpec:

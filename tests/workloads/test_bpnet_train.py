@@ -12,10 +12,9 @@ import yaml
 
 from pose_workloads import bpnet
 from pose_workloads.__main__ import main
-from pose_workloads.data.convert import convert_dataset
 from pose_workloads.models import build_model
 from pose_workloads.runtime import load_predictor
-from pose_workloads.specs import BpnetDatasetSpec, BpnetTrainSpec, SpecError, load_pose_config, load_spec
+from pose_workloads.specs import BpnetTrainSpec, SpecError, load_pose_config, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO_MINI = (ROOT / "../shared/data/coco-mini").resolve()
@@ -45,17 +44,6 @@ def tiny_spec_data(records: Path, **top) -> dict:
 def write_spec(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> Path:
-    if not (COCO_MINI / MINI_JSON).is_file():
-        pytest.skip(f"coco-mini is not at {COCO_MINI}")
-    split = {"images_root_dir_path": "images", "annotation_root_dir_path": MINI_JSON}
-    spec = BpnetDatasetSpec(root_directory_path=str(COCO_MINI), train_data=split, test_data=split)
-    out = tmp_path_factory.mktemp("bpnet_data") / "train"
-    convert_dataset(spec, "train", out, show_progress=False)
-    return out
 
 
 # --- shipped specs ---
