@@ -16,8 +16,8 @@ RUNNER="${POSE_DEMO_RUNNER:-auto}"
 DATA=demo_data
 RESULTS=results/demo
 SPEC=specs/simple_pose/demo.yaml
-TRAIN_IMAGES="${POSE_DEMO_TRAIN_IMAGES:-800}"
-VAL_IMAGES="${POSE_DEMO_VAL_IMAGES:-80}"
+TRAIN_IMAGES="${POSE_DEMO_TRAIN_IMAGES:-1600}"
+VAL_IMAGES="${POSE_DEMO_VAL_IMAGES:-200}"
 # One BLAS thread per process: the data worker has the other core (more threads only contend on
 # a 2-core machine; set OMP_NUM_THREADS yourself on a bigger one).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -25,10 +25,12 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 start=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - start ))s"; }
 
-# A set whose annotation file exists is complete (synth writes it last).
+# A set whose annotation file exists is complete (synth writes it last); one of another size (an
+# older demo, POSE_DEMO_*_IMAGES) is written again.
+set_size() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['info']['images'])" "$1" 2>/dev/null || echo 0; }
 for split in train val; do
     if [ "$split" = train ]; then images=$TRAIN_IMAGES; seed=1; else images=$VAL_IMAGES; seed=2; fi
-    if [ ! -f "$DATA/$split/annotations/person_keypoints.json" ]; then
+    if [ "$(set_size "$DATA/$split/annotations/person_keypoints.json")" != "$images" ]; then
         pose dataset synth -o "$DATA/$split" --images "$images" --seed "$seed" --max_people 1 --easy --size 256x256 --runner "$RUNNER"
     fi
 done

@@ -4,7 +4,8 @@ Each image holds 1..max_people articulated figures (a 2D body model with named j
 random within human joint ranges, mostly facing the camera or turned away, scaled, rotated and
 stretched), drawn as tapered, outlined limbs, a torso polygon and a head ellipse in per-person
 clothing and skin colours; the left sleeve, trouser leg and shoe are lighter than the right ones,
-so left and right can be told apart from any side. People overlap; occluder patches cover some
+so left and right can be told apart from any side (train on these sets without horizontal flips,
+which would pair the lighter side with "right" half the time). People overlap; occluder patches cover some
 joints; crowds of small figures are annotated `iscrowd=1` regions; some small people carry no
 keypoints. The annotations follow COCO's conventions:
 
