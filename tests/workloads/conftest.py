@@ -15,6 +15,18 @@ ROOT = Path(__file__).resolve().parents[2]
 COCO_MINI = (ROOT / "../shared/data/coco-mini").resolve()
 MINI_JSON = "annotations/person_keypoints_mini.json"
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test, restored after: small models run no faster on two, and
+    results compared across runtimes stay reproducible. Modules use it with `pytestmark`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TINY_MODELS: dict[str, dict[str, Any]] = {
     "simple-pose": {"name": "simple_pose_tiny"},
     "bpnet": {"backbone_attributes": {"architecture": "tiny"}, "stages": 2},

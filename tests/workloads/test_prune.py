@@ -15,12 +15,7 @@ from pose_workloads.runtime import load_checkpoint, load_predictor, model_from_c
 from pose_workloads.specs import COCO17, BadInput
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------

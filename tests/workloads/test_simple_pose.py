@@ -39,9 +39,7 @@ CROWDPOSE = PoseConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_spec(path: Path, data: dict, **sections) -> Path:
