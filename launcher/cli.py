@@ -38,7 +38,8 @@ app.add_typer(mounts_app, name="mounts")
 def _fail_cleanly(function: Callable[[], int]) -> None:
     """Run `function`; exit with its code, or print a known error as one line and exit with
     that error's code."""
-    from launcher.errors import BadInput, EngineError
+    from launcher.errors import EngineError
+    from pose_workloads.errors import BadInput
 
     try:
         code = function()

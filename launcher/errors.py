@@ -1,14 +1,5 @@
-"""The errors `pose` turns into exit codes, so every module can fail the same way."""
-
-
-class BadInput(Exception):
-    """Input `pose` refuses before anything starts: a mounts file, a path, a spec, a flag.
-
-    `str(err)` is the one line the user sees (what is wrong, where, and the fix); the CLI prints
-    it as `error: <line>` on stderr and exits 2. Nothing has been created when it is raised.
-    """
-
-    exit_code = 2
+"""The launcher's own error: the Docker engine failing a container. `BadInput` (exit 2) is shared
+with the workloads and lives in `pose_workloads.errors`."""
 
 
 class EngineError(Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from launcher.errors import BadInput
+from pose_workloads.errors import BadInput
 
 
 @dataclass(frozen=True)

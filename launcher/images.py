@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pose_workloads
 
-from launcher.errors import BadInput
+from pose_workloads.errors import BadInput
 
 KINDS = ("pytorch", "tensorrt")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 
-from launcher.errors import BadInput
+from pose_workloads.errors import BadInput
 
 
 def _version(distribution: str) -> str:

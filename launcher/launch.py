@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import gpus
-from launcher.errors import BadInput
+from pose_workloads.errors import BadInput
 from launcher.images import image_tag
 from launcher.mounts import LAUNCH_DIR_DESTINATION, Mount, Mounts, invoking_user, load_mounts
 from launcher.paths import local_path, mount_of_host_path, place_path, to_container

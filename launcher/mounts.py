@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from launcher.errors import BadInput
+from pose_workloads.errors import BadInput
 
 # Where the launcher mounts the translated specs; no user mount may take it.
 LAUNCH_DIR_DESTINATION = "/pose_launch"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from launcher.errors import BadInput
+from pose_workloads.errors import BadInput
 from launcher.mounts import Mount
 
 

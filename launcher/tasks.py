@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from launcher.errors import BadInput
+from pose_workloads.errors import BadInput
 
 PYTORCH = "pytorch"
 TENSORRT = "tensorrt"

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, func_name = args.target.split(":")
     # SIGTERM unwinds like Ctrl-C so `finally` blocks remove temp files.
     signal.signal(signal.SIGTERM, _raise_terminated)
-    from pose_workloads.specs import BadInput
+    from pose_workloads.errors import BadInput
 
     try:
         action = getattr(importlib.import_module(module_name), func_name)

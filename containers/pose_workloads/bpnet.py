@@ -14,13 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pose_workloads.errors import BadInput, SpecError
 from pose_workloads.specs import (
-    BadInput,
     BpnetDatasetSpec,
     BpnetInferenceSpec,
     BpnetTrainSpec,
     PoseConfig,
-    SpecError,
     load_pose_config,
     load_spec,
 )

@@ -20,7 +20,7 @@ import numpy as np
 
 from pose_workloads.data.coco import read_coco_json
 from pose_workloads.files import write_atomic
-from pose_workloads.specs import BadInput
+from pose_workloads.errors import BadInput
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 BACKENDS = ("faster", "pycocotools")

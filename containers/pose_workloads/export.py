@@ -41,7 +41,8 @@ from pose_workloads.runtime import (
     model_from_checkpoint,
 )
 from pose_workloads.files import write_atomic
-from pose_workloads.specs import BadInput, BpnetInferenceSpec, BpnetNormalization, load_spec
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import BpnetInferenceSpec, BpnetNormalization, load_spec
 
 INPUT_NAME = "images"
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from pose_workloads.files import atomic_path
-from pose_workloads.specs import BadInput
+from pose_workloads.errors import BadInput
 
 NETWORK = "bpnet"
 

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pose_workloads.specs import BadInput, PoseConfig
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import PoseConfig
 
 ONNX_METADATA_KEY = "pose"
 

@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pose_workloads.specs import BadInput, PoseConfig, SimplePoseSpec, load_pose_config, load_spec
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import PoseConfig, SimplePoseSpec, load_pose_config, load_spec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")

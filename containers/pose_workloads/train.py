@@ -47,7 +47,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from pose_workloads.files import atomic_path, write_atomic
-from pose_workloads.specs import BadInput, PoseConfig, save_spec
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import PoseConfig, save_spec
 
 CHECKPOINT_LAST = "checkpoint_last.pth"
 MODEL_BEST = "model_best.pth"

@@ -18,7 +18,8 @@ from typing import IO, Any, Iterable
 
 import pose_workloads
 
-from launcher.errors import BadInput, EngineError
+from launcher.errors import EngineError
+from pose_workloads.errors import BadInput
 from launcher.paths import LogPathMapper
 from launcher.runners import TASK_ENV, Interrupted, TaskCall, interrupts_raise, workload_command
 

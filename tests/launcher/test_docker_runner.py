@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.errors import BadInput
+from pose_workloads.errors import BadInput
 from launcher.images import image_tag
 
 pytestmark = pytest.mark.docker

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.errors import BadInput
+from pose_workloads.errors import BadInput
 from launcher.gpus import Gpu, GpuInventory, choose_gpus, find_gpus, parse_gpu_index
 
 TWO = GpuInventory((Gpu(0, "NVIDIA H100", 81559, "GPU-a"), Gpu(1, "NVIDIA H100", 81559, "GPU-b")), driver="550.54")

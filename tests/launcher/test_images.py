@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from launcher import images
-from launcher.errors import BadInput
+from pose_workloads.errors import BadInput
 
 
 class FakeBuildEngine:

@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from launcher.errors import BadInput
+from pose_workloads.errors import BadInput
 from launcher.mounts import Mount
 from launcher.paths import LogPathMapper, local_path, place_path
 

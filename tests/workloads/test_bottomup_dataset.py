@@ -12,7 +12,8 @@ import torch
 
 from pose_workloads.data import bottomup
 from pose_workloads.data.bottomup import BpnetShardDataset, shuffled
-from pose_workloads.specs import BadInput, BpnetTrainSpec, load_pose_config
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import BpnetTrainSpec, load_pose_config
 
 ROOT = Path(__file__).resolve().parents[2]
 POSE_18 = load_pose_config(ROOT / "specs/bpnet/bpnet_18joints.json")

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from pose_workloads.data.coco import BadSample, ignore_mask, load_coco, read_image, redraw_on_bad_sample
-from pose_workloads.specs import BadInput, load_pose_config
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import load_pose_config
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO_MINI = ROOT / "../shared/data/coco-mini"

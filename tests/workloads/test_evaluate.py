@@ -19,7 +19,8 @@ from pose_workloads.evaluate import (
     topdown_results,
     write_evaluation,
 )
-from pose_workloads.specs import COCO17, BadInput
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import COCO17
 
 COCO_MINI = Path(__file__).resolve().parents[2] / "../shared/data/coco-mini"
 GT_PATH = COCO_MINI / "annotations/person_keypoints_mini.json"

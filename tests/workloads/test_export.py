@@ -18,7 +18,7 @@ import torch
 from pose_workloads import export
 from pose_workloads.__main__ import build_parser
 from pose_workloads.runtime import ONNX_METADATA_KEY, load_predictor
-from pose_workloads.specs import BadInput
+from pose_workloads.errors import BadInput
 
 ROOT = Path(__file__).resolve().parents[2]
 

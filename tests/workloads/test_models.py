@@ -24,7 +24,7 @@ from pose_workloads.models import (
     stagewise_param_groups,
 )
 from pose_workloads.models import bpnet, mobilenet, resnet
-from pose_workloads.specs import BadInput
+from pose_workloads.errors import BadInput
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,8 @@ from pose_workloads import prune
 from pose_workloads.__main__ import build_parser
 from pose_workloads.models import build_model
 from pose_workloads.runtime import load_checkpoint, load_predictor, model_from_checkpoint
-from pose_workloads.specs import COCO17, BadInput
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import COCO17
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

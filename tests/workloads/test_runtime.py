@@ -10,7 +10,8 @@ import torch
 
 from pose_workloads import export
 from pose_workloads.runtime import ModelInfo, engine_sidecar, info_from_checkpoint, load_predictor
-from pose_workloads.specs import COCO17, BadInput
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import COCO17
 
 NORMALIZATION = {"image_scale": [255.0, 255.0, 255.0], "image_offset": [0.5, 0.5, 0.5], "mask_scale": [255.0] * 3}
 

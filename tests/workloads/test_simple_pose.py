@@ -20,7 +20,8 @@ from pose_workloads.data.synth import write_synthetic_dataset
 from pose_workloads.evaluate import METRIC_NAMES, coco_keypoint_metrics
 from pose_workloads.models import build_model
 from pose_workloads.simple_pose import evaluate, heatmap_accuracy, heatmap_loss, inference, read_boxes, train
-from pose_workloads.specs import COCO17, BadInput, PoseConfig
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import COCO17, PoseConfig
 
 COCO_MINI = Path(__file__).parents[2] / "../shared/data/coco-mini"
 MINI_IMAGES = COCO_MINI / "images"

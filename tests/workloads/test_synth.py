@@ -14,7 +14,8 @@ from pycocotools.coco import COCO
 from pose_workloads.__main__ import main as workload_main
 from pose_workloads.data import synth
 from pose_workloads.data.coco import load_coco
-from pose_workloads.specs import COCO17, BadInput, PoseConfig, load_pose_config
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import COCO17, PoseConfig, load_pose_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CROWDPOSE = ROOT / "specs/pose_configs/crowdpose14.json"

@@ -24,7 +24,8 @@ from pose_workloads.data.topdown import (
     transform_points,
 )
 from pose_workloads.decode import decode_heatmaps
-from pose_workloads.specs import COCO17, BadInput, PoseConfig
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import COCO17, PoseConfig
 
 COCO_MINI = Path(__file__).resolve().parents[2] / "../shared/data/coco-mini"
 INPUT = (64, 48)  # tiny crops keep these tests fast; heatmaps 16 x 12

@@ -140,7 +140,7 @@ def test_rerun_after_completion_resumes_and_does_not_retrain(tmp_path):
 
 
 def test_checkpoint_of_another_network_is_refused(tmp_path):
-    from pose_workloads.specs import BadInput
+    from pose_workloads.errors import BadInput
 
     torch.set_num_threads(1)
     run_training(toy_job(tmp_path, epochs=1))

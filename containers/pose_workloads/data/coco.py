@@ -27,7 +27,8 @@ import cv2
 import numpy as np
 from pycocotools.coco import COCO
 
-from pose_workloads.specs import COCO17, BadInput, PoseConfig
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import COCO17, PoseConfig
 
 log = logging.getLogger(__name__)
 

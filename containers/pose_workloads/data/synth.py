@@ -33,7 +33,8 @@ import cv2
 import numpy as np
 
 from pose_workloads.data.progress import track
-from pose_workloads.specs import COCO17, BadInput, PoseConfig, load_pose_config
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import COCO17, PoseConfig, load_pose_config
 
 ANNOTATIONS_FILE = "annotations/person_keypoints.json"
 JPEG_QUALITY = 90

@@ -21,7 +21,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from pose_workloads.specs import BadInput, BpnetBackbone, BpnetModel, format_validation_error
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import BpnetBackbone, BpnetModel, format_validation_error
 
 from .bpnet import ARCHITECTURES, BodyPoseNet, body_pose_net, stagewise_param_groups
 from .simple_pose import VARIANTS, SimplePose, simple_pose

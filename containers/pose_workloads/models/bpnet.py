@@ -36,7 +36,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from pose_workloads.specs import BadInput
+from pose_workloads.errors import BadInput
 
 from .resnet import init_like_torchvision
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from pose_workloads.specs import BadInput
+from pose_workloads.errors import BadInput
 
 from . import mobilenet, resnet
 
