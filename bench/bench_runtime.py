@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pose_workloads.export import INPUT_NAME, export_onnx  # noqa: E402
+from pose_workloads.export.onnx import INPUT_NAME, export_onnx  # noqa: E402
 from pose_workloads.models import build_model  # noqa: E402
 from pose_workloads.runtime import last_stage_outputs  # noqa: E402
 from pose_workloads.specs import COCO17  # noqa: E402

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-e", "--experiment_spec_file", "--spec", dest="spec", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("-k", "--key", default=None)
-    p = _add(sp, "export", "pose_workloads.export:main", "ONNX (and TensorRT engine) export")
+    p = _add(sp, "export", "pose_workloads.export.action:main", "ONNX (and TensorRT engine) export")
     _export_flags(p)
 
     # pose bpnet ...
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--input_type", choices=["image", "dir", "video"], default="dir")
             p.add_argument("--input", dest="input", required=True)
             p.add_argument("--dump_visualizations", action="store_true")
-    p = _add(bp, "export", "pose_workloads.export:main", "ONNX (and TensorRT engine) export")
+    p = _add(bp, "export", "pose_workloads.export.action:main", "ONNX (and TensorRT engine) export")
     _export_flags(p)
     p.add_argument("--inference_spec", "-i", dest="inference_spec", default=None,
                    help="the engine accepts the input sizes this inference spec asks for (default: 368x368, adjust_network_input)")

@@ -283,7 +283,7 @@ def test_output_stage_to_use_picks_that_stage(lively_model):
 
 
 def test_an_exported_onnx_model_gives_the_maps_of_its_pth(lively_model, tmp_path):
-    from pose_workloads.export import export_onnx
+    from pose_workloads.export.onnx import export_onnx
 
     onnx_path = tmp_path / "lively.onnx"
     export_onnx(lively_model, onnx_path)

@@ -15,7 +15,10 @@ import onnx
 import pytest
 import torch
 
-from pose_workloads import export
+from pose_workloads.export import action
+from pose_workloads.export import onnx as onnx_export
+from pose_workloads.export.onnx import ExportFailed, export_onnx
+from pose_workloads.export.tensorrt import tensorrt_unavailable
 from pose_workloads.__main__ import build_parser
 from pose_workloads.runtime import ONNX_METADATA_KEY, load_predictor
 from pose_workloads.errors import BadInput
@@ -38,7 +41,7 @@ def test_simple_pose_onnx_matches_pytorch_and_has_a_dynamic_batch(model_file, tm
     pth = model_file("simple-pose", (64, 48))
     onnx_path = tmp_path / "out" / "model.onnx"
 
-    checks = export.export_onnx(pth, onnx_path)
+    checks = export_onnx(pth, onnx_path)
 
     assert [c.input_shape for c in checks] == [(1, 3, 64, 48), (3, 3, 64, 48)]
     assert all(c.max_abs_diff <= 1e-4 and c.output_scale > 0.1 for c in checks)  # outputs O(1): conftest
@@ -63,7 +66,7 @@ def test_bpnet_onnx_keeps_batch_height_and_width_dynamic(model_file, tmp_path):
     pth = model_file("bpnet", (64, 64))
     onnx_path = tmp_path / "bpnet.onnx"
 
-    checks = export.export_onnx(pth, onnx_path)
+    checks = export_onnx(pth, onnx_path)
 
     # Compared at two different HxW, neither with the trained aspect.
     assert {c.input_shape[2:] for c in checks} == {(64, 64), (32, 48)}
@@ -83,7 +86,7 @@ def test_export_command_prints_the_difference_per_input(model_file, tmp_path, ca
     pth = model_file("simple-pose", (64, 48))
     out = tmp_path / "m.onnx"
 
-    assert export.main(_args("simple-pose", "export", "-m", str(pth), "-o", str(out))) == 0
+    assert action.main(_args("simple-pose", "export", "-m", str(pth), "-o", str(out))) == 0
 
     lines = [line for line in capsys.readouterr().out.splitlines() if "max abs difference" in line]
     assert len(lines) == 2
@@ -96,17 +99,17 @@ def test_model_of_the_other_network_is_refused_naming_the_right_command(model_fi
     out = tmp_path / "m.onnx"
 
     with pytest.raises(BadInput, match=r"this is a bpnet model; use `pose bpnet export`"):
-        export.main(_args("simple-pose", "export", "-m", str(pth), "-o", str(out)))
+        action.main(_args("simple-pose", "export", "-m", str(pth), "-o", str(out)))
     assert not out.exists()
 
 
 def test_an_export_that_does_not_match_pytorch_writes_nothing(model_file, tmp_path, monkeypatch):
     pth = model_file("simple-pose", (64, 48))
     out = tmp_path / "m.onnx"
-    monkeypatch.setattr(export, "MAX_RELATIVE_DIFF", -1.0)  # any difference at all is now a mismatch
+    monkeypatch.setattr(onnx_export, "MAX_RELATIVE_DIFF", -1.0)  # any difference at all is now a mismatch
 
-    with pytest.raises(export.ExportFailed, match="differs from PyTorch"):
-        export.export_onnx(pth, out)
+    with pytest.raises(ExportFailed, match="differs from PyTorch"):
+        export_onnx(pth, out)
     assert list(tmp_path.iterdir()) == [pth]  # no output, no temp file
 
 
@@ -123,11 +126,11 @@ def test_bad_flags_fail_before_any_work(flags, message, tmp_path):
     argv = ["bpnet", "export", "-m", str(tmp_path / "absent.pth"), *(f.format(tmp=tmp_path) for f in flags)]
 
     with pytest.raises(BadInput, match=message):
-        export.main(_args(*argv))
+        action.main(_args(*argv))
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(export.tensorrt_unavailable() is None, reason="TensorRT and a GPU are here: the guard does not apply")
+@pytest.mark.skipif(tensorrt_unavailable() is None, reason="TensorRT and a GPU are here: the guard does not apply")
 def test_engine_without_tensorrt_exits_2_in_one_line_and_keeps_the_onnx(model_file, tmp_path):
     pth = model_file("bpnet", (64, 64))
     onnx_path, engine = tmp_path / "m.onnx", tmp_path / "m.engine"

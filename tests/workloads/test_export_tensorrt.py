@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pose_workloads import bpnet, export
+from pose_workloads import bpnet
+from pose_workloads.errors import BadInput
+from pose_workloads.export import tensorrt
 from pose_workloads.data.coco import read_image
 from pose_workloads.runtime import ModelInfo
 from pose_workloads.simple_pose import crop_boxes
@@ -25,9 +27,9 @@ def _info(network: str, input_size=(256, 192), normalization=None) -> ModelInfo:
 
 
 def test_simple_pose_profile_is_the_crop_size_from_one_to_max_batch():
-    profile = export.engine_profile(_info("simple-pose", (256, 192)), max_batch_size=16)
+    profile = tensorrt.engine_profile(_info("simple-pose", (256, 192)), max_batch_size=16)
 
-    assert profile == export.EngineProfile((1, 3, 256, 192), (16, 3, 256, 192), (16, 3, 256, 192))
+    assert profile == tensorrt.EngineProfile((1, 3, 256, 192), (16, 3, 256, 192), (16, 3, 256, 192))
 
 
 @pytest.mark.parametrize("spec", [
@@ -36,7 +38,7 @@ def test_simple_pose_profile_is_the_crop_size_from_one_to_max_batch():
     BpnetInferenceSpec(input_shape=(256, 320), keep_aspect_ratio_mode=None, multi_scale_inference=True, scales=[1.0, 2.0]),
 ])
 def test_bpnet_profile_covers_every_input_size_the_inference_spec_asks_for(spec):
-    profile = export.engine_profile(_info("bpnet"), max_batch_size=4, inference_spec=spec)
+    profile = tensorrt.engine_profile(_info("bpnet"), max_batch_size=4, inference_spec=spec)
 
     scales = spec.scales if spec.multi_scale_inference else [1.0]
     # Photos and video frames, landscape and portrait, up to 2:1.
@@ -52,7 +54,7 @@ def test_bpnet_profile_covers_every_input_size_the_inference_spec_asks_for(spec)
 def test_bpnet_profile_for_a_strict_spec_is_one_size_like_taos_engines():
     strict = BpnetInferenceSpec(input_shape=(288, 384), keep_aspect_ratio_mode="pad_image_input")
 
-    profile = export.engine_profile(_info("bpnet"), max_batch_size=1, inference_spec=strict)
+    profile = tensorrt.engine_profile(_info("bpnet"), max_batch_size=1, inference_spec=strict)
 
     assert profile.min == profile.opt == profile.max == (1, 3, 288, 384)
 
@@ -61,7 +63,7 @@ def test_simple_pose_calibration_image_is_the_evaluation_crop_of_the_whole_image
     image = read_image(IMAGES[0])
     height, width = image.shape[:2]
 
-    got = export.calibration_input(image, "simple-pose", (256, 192))
+    got = tensorrt.calibration_input(image, "simple-pose", (256, 192))
 
     crops, _, _ = crop_boxes(image, np.array([[0, 0, width, height]], np.float32), (256, 192))
     assert got.shape == (3, 256, 192) and got.dtype == np.float32
@@ -72,7 +74,7 @@ def test_bpnet_calibration_image_is_letterboxed_and_normalised_as_in_evaluation(
     image = read_image(IMAGES[1])
     normalization = {"image_scale": [255.0, 255.0, 255.0], "image_offset": [0.25, 0.5, 0.75]}
 
-    got = export.calibration_input(image, "bpnet", (288, 384), normalization)
+    got = tensorrt.calibration_input(image, "bpnet", (288, 384), normalization)
 
     plan = bpnet.plan_input(image.shape[:2], (288, 384), "pad_image_input")
     spec = BpnetInferenceSpec(input_shape=(288, 384), keep_aspect_ratio_mode="pad_image_input")
@@ -89,27 +91,27 @@ def test_bpnet_calibration_image_is_letterboxed_and_normalised_as_in_evaluation(
 
 
 def test_calibration_batches_have_the_opt_shape_and_drop_a_partial_batch(tmp_path):
-    files = export.calibration_images(COCO_MINI / "images")
+    files = tensorrt.calibration_images(COCO_MINI / "images")
     assert files == IMAGES
     info = _info("bpnet", normalization=None)
 
-    batches = list(export.calibration_batches(files[:3], info, (2, 3, 64, 96), batches=8))
+    batches = list(tensorrt.calibration_batches(files[:3], info, (2, 3, 64, 96), batches=8))
 
     assert [b.shape for b in batches] == [(2, 3, 64, 96)]  # 3 images: one full batch of 2
-    expected = export.calibration_input(read_image(files[1]), "bpnet", (64, 96))
+    expected = tensorrt.calibration_input(read_image(files[1]), "bpnet", (64, 96))
     np.testing.assert_array_equal(batches[0][1], expected)
-    assert len(list(export.calibration_batches(files[:3], info, (1, 3, 64, 96), batches=2))) == 2
+    assert len(list(tensorrt.calibration_batches(files[:3], info, (1, 3, 64, 96), batches=2))) == 2
     # An undecodable file is skipped: the next image takes its place.
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
-    (again,) = export.calibration_batches([files[0], broken, files[1]], info, (2, 3, 64, 96), batches=1)
+    (again,) = tensorrt.calibration_batches([files[0], broken, files[1]], info, (2, 3, 64, 96), batches=1)
     np.testing.assert_array_equal(again, batches[0])
 
 
 def test_an_empty_calibration_folder_names_the_flag(tmp_path):
     (tmp_path / "notes.txt").write_text("no images")
-    with pytest.raises(export.BadInput, match="--cal_image_dir .*no images"):
-        export.calibration_images(tmp_path)
+    with pytest.raises(BadInput, match="--cal_image_dir .*no images"):
+        tensorrt.calibration_images(tmp_path)
 
 
 class _FakeTensorRT(types.SimpleNamespace):
@@ -122,25 +124,25 @@ class _FakeTensorRT(types.SimpleNamespace):
 
 def test_calibration_cache_is_read_when_present_and_written_atomically(tmp_path):
     cache = tmp_path / "cal.bin"
-    calibrator = export._entropy_calibrator(_FakeTensorRT(), [], 1, cache)
+    calibrator = tensorrt._entropy_calibrator(_FakeTensorRT(), [], 1, cache)
 
     assert calibrator.read_calibration_cache() is None  # no cache yet: TensorRT reads images
     assert calibrator.get_batch(["images"]) is None  # no batches: calibration ends
     calibrator.write_calibration_cache(memoryview(b"TRT-1001-EntropyCalibration2\n"))
     assert cache.read_bytes() == b"TRT-1001-EntropyCalibration2\n"
     assert [p.name for p in tmp_path.iterdir()] == ["cal.bin"]
-    assert export._entropy_calibrator(_FakeTensorRT(), [], 1, cache).read_calibration_cache() == cache.read_bytes()
+    assert tensorrt._entropy_calibrator(_FakeTensorRT(), [], 1, cache).read_calibration_cache() == cache.read_bytes()
     assert calibrator.get_batch_size() == 1
 
 
 def test_engine_build_guard_names_the_tensorrt_image_and_the_gpu(tmp_path):
-    reason = export.tensorrt_unavailable()
+    reason = tensorrt.tensorrt_unavailable()
     if reason is None:
         pytest.skip("TensorRT and a GPU are here: the guard does not apply")
-    profile = export.EngineProfile((1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))
+    profile = tensorrt.EngineProfile((1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))
 
-    with pytest.raises(export.BadInput) as err:
-        export.build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", profile, "fp16")
+    with pytest.raises(BadInput) as err:
+        tensorrt.build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", profile, "fp16")
 
     message = str(err.value)
     assert "\n" not in message and "TensorRT image" in message and "NVIDIA GPU" in message and reason in message

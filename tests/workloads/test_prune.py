@@ -138,7 +138,7 @@ def _prune_args(model, output, *flags):
 
 
 def test_prune_command_writes_a_whole_module_that_loads_and_exports(model_file, tmp_path, capsys):
-    from pose_workloads.export import export_onnx
+    from pose_workloads.export.onnx import export_onnx
 
     spec = {"dataloader": {"normalization_params": {"image_scale": [255.0] * 3, "image_offset": [0.5] * 3}}}
     source = model_file("bpnet", (64, 64), spec=spec)

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from pose_workloads import export
+from pose_workloads.export.tensorrt import tensorrt_unavailable
 from pose_workloads.runtime import ModelInfo, engine_sidecar, info_from_checkpoint, load_predictor
 from pose_workloads.errors import BadInput
 from pose_workloads.specs import COCO17
@@ -32,7 +32,7 @@ def test_checkpoint_info_carries_the_training_normalization():
     assert info_from_checkpoint({**ckpt, "spec": None}).normalization is None
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notice (see export.py)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notice (see pose_workloads/export)
 def test_onnx_file_without_pose_metadata_is_refused(tmp_path):
     path = tmp_path / "plain.onnx"
     torch.onnx.export(torch.nn.Conv2d(3, 2, 1), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False)
@@ -64,7 +64,7 @@ def test_a_checkpoint_that_is_not_a_pose_model_names_the_missing_keys(tmp_path):
 
 
 def test_engine_without_tensorrt_points_to_the_onnx_file(tmp_path):
-    if export.tensorrt_unavailable() is None:
+    if tensorrt_unavailable() is None:
         pytest.skip("TensorRT and a GPU are here")
     path = tmp_path / "model.engine"
     path.write_bytes(b"not built here")
