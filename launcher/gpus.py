@@ -49,6 +49,11 @@ def find_gpus() -> GpuInventory:
                 uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
             ))
         return GpuInventory(tuple(gpus), driver=_text(driver))
+    except pynvml.NVMLError as err:
+        # The driver answered, then failed on a device (a GPU fallen off the bus, say): running
+        # on CPU instead would hide it.
+        raise BadInput(f"NVML found GPUs but could not read them ({err}); check `nvidia-smi`, "
+                       "or hide the broken GPU with --gpu_index") from None
     finally:
         pynvml.nvmlShutdown()
 
