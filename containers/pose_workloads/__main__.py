@@ -119,18 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (docker stop, torchrun tearing down ranks), unwound like Ctrl-C."""
+    """SIGTERM (docker stop, torchrun tearing down ranks) or SIGHUP (the terminal closed),
+    unwound like Ctrl-C; exit 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def _raise_terminated(signum, frame):
-    raise Terminated
+    raise Terminated(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, func_name = args.target.split(":")
-    # SIGTERM unwinds like Ctrl-C so `finally` blocks remove temp files.
+    # SIGTERM and SIGHUP unwind like Ctrl-C so `finally` blocks remove temp files.
     signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGHUP, _raise_terminated)
     from pose_workloads.errors import BadInput
 
     try:
@@ -139,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return 143
+    except Terminated as stop:
+        print("terminated" if stop.signum == signal.SIGTERM else f"terminated ({stop})", file=sys.stderr)
+        return 128 + stop.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

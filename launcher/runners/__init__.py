@@ -40,11 +40,11 @@ class TaskCall:
 
 def workload_command(call: TaskCall, python: str) -> list[str]:
     """The argv that starts the workload: `python -m pose_workloads ...`, or torchrun for
-    several processes (`python -m torch.distributed.run` is torchrun without needing its script
-    on PATH)."""
+    several processes (`pose_workloads.torchrun` is torchrun's own `run()`, without needing its
+    script on PATH, exiting with the failed rank's code instead of 1)."""
     if call.nproc <= 1 and call.num_nodes <= 1:
         return [python, "-m", "pose_workloads", *call.args]
-    command = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(call.nproc)]
+    command = [python, "-m", "pose_workloads.torchrun", "--nproc_per_node", str(call.nproc)]
     if call.num_nodes > 1:
         command += ["--nnodes", str(call.num_nodes), "--node_rank", str(call.node_rank)]
         if call.rdzv_endpoint:
@@ -55,8 +55,12 @@ def workload_command(call: TaskCall, python: str) -> list[str]:
     return [*command, "-m", "pose_workloads", *call.args]
 
 
+# SIGHUP (the terminal closed, an ssh session dropped) is a request to stop like SIGTERM.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class Interrupted(Exception):
-    """SIGINT or SIGTERM reached `pose` while a task ran; the runner stops the task."""
+    """SIGINT, SIGTERM or SIGHUP reached `pose` while a task ran; the runner stops the task."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -64,19 +68,19 @@ class Interrupted(Exception):
 
     @property
     def exit_code(self) -> int:
-        # The shell convention: 128 + signal number (130 for Ctrl-C, 143 for SIGTERM).
+        # The shell convention: 128 + signal number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
         return 128 + self.signum
 
 
 class interrupts_raise:
-    """Context manager: while inside, SIGINT/SIGTERM raise `Interrupted` in the main thread.
+    """Context manager: while inside, SIGINT/SIGTERM/SIGHUP raise `Interrupted` in the main thread.
 
     TAO catches Ctrl-C inside the container and reports "Execution status: PASS"; here the
     signal unwinds the runner, which stops the task and returns 130/143.
     """
 
     def __enter__(self) -> "interrupts_raise":
-        self._previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         for signum in self._previous:
             signal.signal(signum, self._raise)
         return self

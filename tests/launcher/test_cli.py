@@ -144,7 +144,7 @@ def test_no_gpu_is_said_in_one_line(specs, cli, monkeypatch):
     result = cli("selftest", "--gpus", "2", "--runner", "local", "--dry-run")
     assert result.exit_code == 0
     assert result.stderr.strip() == "pose: no NVIDIA GPU found: running on CPU (2 processes, gloo)"
-    assert "-m torch.distributed.run --nproc_per_node 2 --standalone -m pose_workloads selftest" in result.stdout
+    assert "-m pose_workloads.torchrun --nproc_per_node 2 --standalone -m pose_workloads selftest" in result.stdout
 
 
 def test_images_build_refuses_a_missing_wheelhouse_in_one_line(tmp_path, bad_input):

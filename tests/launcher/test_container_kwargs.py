@@ -92,7 +92,7 @@ def test_cpu_task_requests_no_gpu(tmp_path):
 
 def test_several_processes_start_under_torchrun(tmp_path):
     kwargs = container_kwargs(call(tmp_path, nproc=2, gpu_ids=(0, 1)), "n")
-    assert kwargs["command"][:6] == ["python", "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
+    assert kwargs["command"][:6] == ["python", "-m", "pose_workloads.torchrun", "--nproc_per_node", "2", "--standalone"]
     assert kwargs["command"][6:9] == ["-m", "pose_workloads", "bpnet"]
     multi = container_kwargs(call(tmp_path, nproc=4, num_nodes=2, node_rank=1, rdzv_endpoint="node0:29500"), "n")
     assert multi["command"][3:11] == ["--nproc_per_node", "4", "--nnodes", "2", "--node_rank", "1",
