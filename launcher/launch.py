@@ -11,6 +11,7 @@ anything is created.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shlex
 import shutil
@@ -24,9 +25,11 @@ from typing import Any
 from launcher import gpus
 from pose_workloads.errors import BadInput
 from launcher.images import image_tag
-from launcher.mounts import LAUNCH_DIR_DESTINATION, Mount, Mounts, invoking_user, load_mounts
+from launcher.mounts import (
+    LAUNCH_DIR_DESTINATION, Mount, Mounts, invoking_user, load_mounts, mounts_file_path, risky_options,
+)
 from launcher.paths import local_path, mount_of_host_path, place_path, to_container
-from launcher.runners import TaskCall, run, workload_command
+from launcher.runners import Interrupted, TaskCall, interrupts_raise, run, workload_command
 from launcher.tasks import Task, find_task, image_kind, nested_spec_class
 
 
@@ -60,9 +63,11 @@ def launch(network: str, action: str, values: dict[str, Any], options: LaunchOpt
         raise BadInput(f"--set: {task.name} reads no spec; drop --set")
     # Said only once everything is checked, so that bad input stays one line.
     notices = ["-k: pose models are not encrypted; the key is ignored"] if options.key is not None else []
-    mounts = load_mounts()
     image = image_tag(image_kind(task, values))
+    mounts = load_mounts_for(options.runner, image, notices)
     runner = choose_runner(options.runner, image, notices)
+    if runner == "docker":
+        notices += risky_options(mounts.docker_options, "{}:{}".format(*invoking_user()))
     gpu_ids, nproc = plan_processes(task, options, notices)
     if "--gpus" in {f.name for f in task.flags}:
         values = {**values, "--gpus": nproc}
@@ -96,11 +101,28 @@ def launch(network: str, action: str, values: dict[str, Any], options: LaunchOpt
     if options.dry_run:
         print_plan(call, runner, plan)
         return 0
-    plan.write_specs()
+    # Signals raise from here on, so that the launch folder goes on every way out: a SIGHUP
+    # (terminal closed) or SIGTERM while the specs are written included.
     try:
-        return run(call, runner)
+        with interrupts_raise():
+            plan.write_specs()
+            return run(call, runner)
+    except Interrupted as stop:
+        return stop.exit_code
     finally:
         shutil.rmtree(launch_dir, ignore_errors=True)
+
+
+def load_mounts_for(requested_runner: str, image: str, notices: list[str]) -> Mounts:
+    """The mounts file, validated. The local runner needs none, so a broken file does not stop
+    `--runner local` (or auto choosing local): it is ignored, said in one line."""
+    try:
+        return load_mounts()
+    except BadInput as err:
+        if requested_runner == "docker" or (requested_runner == "auto" and not docker_unavailable(image)):
+            raise
+        notices.append(f"mounts file ignored by the local runner: {err}")
+        return Mounts(file=mounts_file_path())
 
 
 def local_workloads_missing() -> str:
@@ -320,5 +342,10 @@ def print_plan(call: TaskCall, runner: str, plan: PathPlanner) -> None:
     print(f"gpus: {gpus_text}; processes: {call.nproc}")
     for m in call.mounts:
         print(f"mount: {m.source} -> {m.destination} ({'ro' if m.read_only else 'rw'})")
+    for name, value in call.env.items():
+        print(f"env: {name}={value}")
+    if runner == "docker":
+        for name, value in call.docker_options.model_dump(exclude_defaults=True).items():
+            print(f"docker option: {name}={json.dumps(value)}")
     for copy in plan.copies:
         print(f"spec: {copy.source} -> {plan.launch_path(copy.name)}")

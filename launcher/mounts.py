@@ -32,11 +32,50 @@ from pose_workloads.errors import BadInput
 # Where the launcher mounts the translated specs; no user mount may take it.
 LAUNCH_DIR_DESTINATION = "/pose_launch"
 
-# `docker run --ulimit` accepts exactly these names.
+# `docker run --ulimit` accepts exactly these names; those measured in bytes also take a size
+# with a unit ("64m"), the others are counts or seconds.
 ULIMIT_NAMES = (
     "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
     "rss", "rtprio", "rttime", "sigpending", "stack",
 )
+ULIMITS_IN_BYTES = ("core", "data", "fsize", "memlock", "msgqueue", "rss", "stack")
+
+# Container paths a mount may not cover, and why: the image's own software (a mount over /usr
+# hides Python), the kernel's filesystems, the system's configuration. A folder below /etc may be
+# mounted (/etc/localtime is common); below /proc, /sys, /dev and the software folders, nothing.
+SYSTEM_DESTINATIONS = {
+    "/": "the container's root", "/etc": "the system configuration",
+    "/usr": "the image's software", "/bin": "the image's software", "/sbin": "the image's software",
+    "/lib": "the image's software", "/lib64": "the image's software",
+    "/proc": "a kernel filesystem", "/sys": "a kernel filesystem", "/dev": "the devices",
+}
+SYSTEM_SUBTREES = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/proc", "/sys", "/dev")
+
+# An environment variable name as POSIX shells accept it.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Docker's units (docker.utils.parse_bytes): b, k, m, g, with an optional trailing b.
+SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+# Docker's own floor for /dev/shm is 0 (its default, 64m); below 1 MiB no data loader works.
+MIN_SHM_BYTES = 2**20
+
+
+def parse_size(value: str | int) -> int:
+    """`"16G"`, `"512m"`, `"64k"`, `1048576` -> bytes. Raises ValueError naming the valid forms."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"{value!r} is not a size; write e.g. \"16G\" or \"512m\"")
+    if isinstance(value, int):
+        return value
+    match = SIZE.fullmatch(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a size; write e.g. \"16G\" or \"512m\" (units b, k, m, g)")
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
+
+
+def normalise_destination(destination: str) -> str:
+    """`//pose_launch/` -> `/pose_launch`; `//` -> `/`. POSIX normpath keeps a leading `//`
+    (it may mean something else on some systems), which would slip past every check below."""
+    return "/" + posixpath.normpath(destination).lstrip("/") if destination.startswith("/") else destination
 
 
 def invoking_user() -> tuple[int, int]:
@@ -104,9 +143,11 @@ class Mount(_Strict):
     def _destination_absolute(cls, destination: str) -> str:
         if not destination.startswith("/"):
             raise ValueError(f"{destination!r} is relative; use an absolute container path such as /workspace/data")
-        destination = posixpath.normpath(destination)
-        if destination == "/":
-            raise ValueError("'/' cannot be mounted over; use a folder such as /workspace")
+        destination = normalise_destination(destination)
+        covered = destination if destination in SYSTEM_DESTINATIONS else next(
+            (top for top in SYSTEM_SUBTREES if destination.startswith(top + "/")), None)
+        if covered is not None:
+            raise ValueError(f"{destination} is {SYSTEM_DESTINATIONS[covered]}; mount into a folder of your own such as /workspace")
         if destination == LAUNCH_DIR_DESTINATION or destination.startswith(LAUNCH_DIR_DESTINATION + "/"):
             raise ValueError(f"{LAUNCH_DIR_DESTINATION} is where pose mounts the translated specs; choose another destination")
         return destination
@@ -116,11 +157,25 @@ class EnvVar(_Strict):
     variable: str
     value: str
 
+    @field_validator("variable")
+    @classmethod
+    def _name(cls, variable: str) -> str:
+        if not ENV_NAME.fullmatch(variable):
+            raise ValueError(f"{variable!r} is not an environment variable name; use letters, digits and _, not starting with a digit")
+        return variable
+
     @field_validator("value", mode="before")
     @classmethod
     def _as_text(cls, value: Any) -> Any:
         # TAO files write numbers unquoted ("value": 1); the environment only holds text.
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _expanded(cls, value)
+
+    @field_validator("value")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\0" in value:
+            raise ValueError("holds a NUL character, which no environment can carry; remove it")
+        return value
 
 
 class ContainerOptions(_Strict):
@@ -137,20 +192,69 @@ class ContainerOptions(_Strict):
 
     _expand = field_validator("user", mode="before")(_expanded)
 
-    @field_validator("shm_size")
+    @field_validator("shm_size", mode="before")
     @classmethod
-    def _size(cls, size: str | int | None) -> str | int | None:
-        if isinstance(size, str) and not re.fullmatch(r"\d+[bkmgBKMG]?", size):
-            raise ValueError(f"{size!r} is not a size; write e.g. \"16G\" or \"512m\"")
+    def _size(cls, size: Any) -> Any:
+        # Checked before pydantic's coercion, which would take `true` for 1 byte.
+        if size is not None and parse_size(size) < MIN_SHM_BYTES:
+            raise ValueError(f"{size!r} is less than 1 MiB of shared memory; write e.g. \"16G\" or \"512m\"")
         return size
 
-    @field_validator("ulimits")
+    @field_validator("ulimits", mode="before")
     @classmethod
-    def _known_ulimits(cls, ulimits: dict[str, int]) -> dict[str, int]:
-        for name in ulimits:
+    def _known_ulimits(cls, ulimits: Any) -> Any:
+        if not isinstance(ulimits, dict):
+            return ulimits
+        checked = {}
+        for name, value in ulimits.items():
             if name not in ULIMIT_NAMES:
                 raise ValueError(f"unknown ulimit {name!r}; valid: {', '.join(ULIMIT_NAMES)}")
-        return ulimits
+            if isinstance(value, str) and name in ULIMITS_IN_BYTES:
+                value = parse_size(value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                unit = "bytes, or a size such as \"64m\"" if name in ULIMITS_IN_BYTES else "a count"
+                raise ValueError(f"ulimit {name}: {value!r} is not a limit; write -1 (unlimited) or {unit}")
+            checked[name] = value
+        return checked
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _ports(cls, ports: Any) -> Any:
+        if not isinstance(ports, dict):
+            return ports
+        for container_port, host in ports.items():
+            number, _, protocol = str(container_port).partition("/")
+            if not (number.isdigit() and 1 <= int(number) <= 65535 and protocol in ("", "tcp", "udp", "sctp")):
+                raise ValueError(f"port {container_port!r}: write a container port 1-65535, optionally /tcp, /udp or /sctp")
+            host_port = host.rpartition(":")[2] if isinstance(host, str) else host
+            if host is not None and (isinstance(host, bool) or not str(host_port).isdigit()
+                                     or not 1 <= int(host_port) <= 65535):
+                raise ValueError(f"port {container_port}: host port {host!r} is not 1-65535 (or \"IP:PORT\", or null for any)")
+        return ports
+
+    @field_validator("privileged", "tty", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        # pydantic would read "no" or 0 as False: a typo must not silently flip a security option.
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{value!r} is not true or false; write true or false (JSON, unquoted)")
+        return value
+
+
+def risky_options(options: ContainerOptions, user: str) -> list[str]:
+    """One warning line per option that hands the container more of the host than a task needs."""
+    warnings = []
+    if options.privileged:
+        warnings.append("DockerOptions.privileged: the container gets every host device and capability; "
+                        "remove it unless a tool needs it")
+    if options.network == "host":
+        warnings.append("DockerOptions.network host: the container shares the host's network (every port it "
+                        "opens is the host's); remove it unless NCCL or a port needs it")
+    effective = options.user or user
+    if effective.split(":")[0] in ("0", "root"):
+        warnings.append(f"the container runs as root ({effective}): its outputs belong to root; "
+                        "set DockerOptions.user to \"${UID}:${GID}\" or run pose as yourself")
+    return warnings
 
 
 class MountsFile(_Strict):
@@ -170,6 +274,16 @@ class MountsFile(_Strict):
                 )
             seen[mount.destination] = i
         return mounts
+
+    @field_validator("Envs")
+    @classmethod
+    def _one_value_per_variable(cls, envs: list[EnvVar]) -> list[EnvVar]:
+        seen: dict[str, int] = {}
+        for i, env in enumerate(envs):
+            if env.variable in seen:
+                raise ValueError(f"Envs[{seen[env.variable]}] and Envs[{i}] both set {env.variable}; keep one")
+            seen[env.variable] = i
+        return envs
 
 
 # Valid keys per section, for "unknown key" messages.
@@ -200,7 +314,10 @@ def mounts_file_path() -> Path:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise BadInput(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                       "save it as UTF-8") from None
     except json.JSONDecodeError as err:
         raise BadInput(
             f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
