@@ -1,6 +1,6 @@
 """`launch()`: one task from its flags to its exit code, every input checked before it starts.
 
-In run order: the task's row in `tasks.TASKS`; the mounts file; the runner (Docker or local);
+In run order: the task's row in the task table (`pose_workloads.tasks`); the mounts file; the runner (Docker or local);
 the GPUs; every path flag and every path field of every spec translated and checked (specs
 validated with `pose_workloads.specs`, `--set` applied); the engine and image (--runner docker);
 then, and only then, the translated specs are written to a launch directory (mounted read-only
@@ -30,22 +30,7 @@ from launcher.mounts import (
 )
 from launcher.paths import local_path, mount_of_host_path, place_path, to_container
 from launcher.runners import Interrupted, TaskCall, interrupts_raise, run, workload_command
-from launcher.tasks import Task, find_task, image_kind, nested_spec_class
-
-
-@dataclass(frozen=True)
-class LaunchOptions:
-    """The options every task takes, besides its own flags."""
-
-    runner: str = "auto"  # docker | local | auto
-    gpus: int | None = None  # None: 1, or as many as --gpu_index names
-    gpu_index: str | None = None  # "0,2"
-    num_nodes: int = 1
-    node_rank: int = 0
-    rdzv_endpoint: str | None = None
-    overrides: tuple[str, ...] = ()  # --set key.sub=value, applied to the task's first spec
-    dry_run: bool = False
-    key: str | None = None  # -k, TAO's model key: accepted and ignored
+from launcher.tasks import LaunchOptions, Task, find_task, image_kind, nested_spec_class
 
 
 def notice(text: str) -> None:

@@ -1,107 +1,60 @@
-"""Every task `pose` can launch, in one table: its image, and what each of its flags is.
+"""The launcher's side of the task table: the options every task takes (runner, GPUs, --set,
+...), and what the launcher decides from a task's row (its image, the specs a spec names).
 
-A flag's kind says how the launcher treats its value before the workload sees it:
-
-    value   passed as is                    (-m train, --data_type fp16)
-    switch  passed alone when set           (--generate_masks)
-    input   a path that must exist          (--model_filename, --input)
-    output  a path the task writes          (-r, -o): must be in a writable mount
-    spec    an input spec file              (-e, --dataset_spec): validated on the host with the
-            `pose_workloads.specs` class named, its path fields translated, and handed to the
-            task as a copy in the launch directory
-
-The names are the workload's spellings (`python -m pose_workloads <network> <action> ...`,
-see containers/pose_workloads/__main__.py); the CLI accepts these and the dashed ones.
+The tasks themselves, their flags and what each flag is (value, switch, input or output path,
+spec file) live in `pose_workloads.tasks`, the one table both sides are generated from; it is
+re-exported here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any
 
 from pose_workloads.errors import BadInput
+from pose_workloads.tasks import KEY, NETWORKS, PYTORCH, SET, TASKS, TENSORRT, Flag, Task
 
-PYTORCH = "pytorch"
-TENSORRT = "tensorrt"
+__all__ = ["LAUNCH_OPTIONS", "NETWORKS", "PYTORCH", "TASKS", "TENSORRT", "Flag", "LaunchOptions", "Task",
+           "find_task", "image_kind", "nested_spec_class"]
 
-FlagKind = Literal["value", "switch", "input", "output", "spec"]
+# The options every task command takes besides its own flags: how and where it runs. The host
+# command offers them with these spellings and defaults and gathers them into `LaunchOptions`
+# (one field per row, same name as `dest`); the workload never sees them (-k and --set aside).
+LAUNCH_OPTIONS: tuple[Flag, ...] = (
+    Flag(("--runner",), "runner", default="auto", choices=("auto", "docker", "local"),
+         help="docker, local, or auto: Docker when an engine answers and has the image, else local."),
+    Flag(("--gpus",), "gpus", type=int,
+         help="GPUs to use (default 1); N > 1 starts N ranks under torchrun. No GPU: N CPU processes."),
+    Flag(("--gpu_index",), "gpu_index", metavar="I,J", help="exactly these host GPUs (NVML indices)."),
+    Flag(("--num_nodes",), "num_nodes", type=int, default=1, help="nodes in a multi-node run."),
+    Flag(("--node_rank",), "node_rank", type=int, default=0, help="this node's rank (0 .. num_nodes-1)."),
+    Flag(("--rdzv_endpoint",), "rdzv_endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run (node 0)."),
+    replace(SET, default=(), cli=True,
+            help="override a field of the task's first spec (-e, --inference_spec or --dataset_spec; repeatable)."),
+    Flag(("--dry-run",), "dry_run", "switch", default=False,
+         help="print the runner, image and command (task paths), start nothing."),
+    KEY,
+)
+
+
+def _default(dest: str) -> Any:
+    return next(option.default for option in LAUNCH_OPTIONS if option.dest == dest)
 
 
 @dataclass(frozen=True)
-class Flag:
-    name: str
-    kind: FlagKind
-    spec: str | None = None  # class name in pose_workloads.specs, for kind "spec"
+class LaunchOptions:
+    """The values of `LAUNCH_OPTIONS` (defaults from there)."""
 
+    runner: str = _default("runner")  # docker | local | auto
+    gpus: int | None = _default("gpus")  # None: 1, or as many as --gpu_index names
+    gpu_index: str | None = _default("gpu_index")  # "0,2"
+    num_nodes: int = _default("num_nodes")
+    node_rank: int = _default("node_rank")
+    rdzv_endpoint: str | None = _default("rdzv_endpoint")
+    overrides: tuple[str, ...] = _default("overrides")  # --set key.sub=value, applied to the task's first spec
+    dry_run: bool = _default("dry_run")
+    key: str | None = _default("key")  # -k, TAO's model key: accepted and ignored
 
-@dataclass(frozen=True)
-class Task:
-    argv: tuple[str, ...]  # the workload's network and action, e.g. ("bpnet", "train")
-    image: str  # PYTORCH or TENSORRT; see `image_kind` for the TensorRT cases
-    flags: tuple[Flag, ...]
-    distributed: bool = False  # --gpus N > 1 starts N ranks under torchrun
-
-    @property
-    def name(self) -> str:
-        return " ".join(self.argv)
-
-    @property
-    def primary_spec(self) -> Flag | None:
-        """The spec `--set key=value` overrides apply to: the first spec flag."""
-        return next((f for f in self.flags if f.kind == "spec"), None)
-
-
-def _export_flags() -> tuple[Flag, ...]:
-    return (
-        Flag("-m", "input"), Flag("-o", "output"), Flag("--engine_file", "output"),
-        Flag("--data_type", "value"), Flag("--cal_image_dir", "input"), Flag("--cal_cache_file", "output"),
-        Flag("--batches", "value"), Flag("--max_batch_size", "value"), Flag("--opset", "value"),
-    )
-
-
-TASKS: dict[tuple[str, str], Task] = {
-    ("info", ""): Task(("info",), PYTORCH, ()),
-    ("selftest", ""): Task(("selftest",), PYTORCH, (Flag("--fail_rank", "value"), Flag("--hold_s", "value")), distributed=True),
-    ("dataset", "synth"): Task(("dataset", "synth"), PYTORCH, (
-        Flag("-o", "output"), Flag("--images", "value"), Flag("--seed", "value"),
-        Flag("--max_people", "value"), Flag("--size", "value"), Flag("--pose_config", "spec", "PoseConfig"),
-        Flag("--easy", "switch"),
-    )),
-    ("simple-pose", "train"): Task(("simple-pose", "train"), PYTORCH, (
-        Flag("-e", "spec", "SimplePoseSpec"), Flag("-r", "output"), Flag("--gpus", "value"),
-    ), distributed=True),
-    ("simple-pose", "evaluate"): Task(("simple-pose", "evaluate"), PYTORCH, (
-        Flag("-e", "spec", "SimplePoseSpec"), Flag("-m", "input"), Flag("-r", "output"),
-    )),
-    ("simple-pose", "inference"): Task(("simple-pose", "inference"), PYTORCH, (
-        Flag("-e", "spec", "SimplePoseSpec"), Flag("-m", "input"), Flag("--input", "input"),
-        Flag("-r", "output"), Flag("--boxes", "input"),
-    )),
-    ("simple-pose", "export"): Task(("simple-pose", "export"), PYTORCH, _export_flags()),
-    ("bpnet", "dataset_convert"): Task(("bpnet", "dataset_convert"), PYTORCH, (
-        Flag("--dataset_spec", "spec", "BpnetDatasetSpec"), Flag("-m", "value"), Flag("-o", "output"),
-        Flag("--generate_masks", "switch"),
-    )),
-    ("bpnet", "train"): Task(("bpnet", "train"), PYTORCH, (
-        Flag("-e", "spec", "BpnetTrainSpec"), Flag("-r", "output"), Flag("--gpus", "value"),
-    ), distributed=True),
-    ("bpnet", "evaluate"): Task(("bpnet", "evaluate"), PYTORCH, (
-        Flag("--inference_spec", "spec", "BpnetInferenceSpec"), Flag("--model_filename", "input"),
-        Flag("--dataset_spec", "spec", "BpnetDatasetSpec"), Flag("--results_dir", "output"),
-    )),
-    ("bpnet", "inference"): Task(("bpnet", "inference"), PYTORCH, (
-        Flag("--inference_spec", "spec", "BpnetInferenceSpec"), Flag("--model_filename", "input"),
-        Flag("--input_type", "value"), Flag("--input", "input"), Flag("--results_dir", "output"),
-        Flag("--dump_visualizations", "switch"),
-    )),
-    ("bpnet", "export"): Task(("bpnet", "export"), PYTORCH, (
-        *_export_flags(), Flag("--inference_spec", "spec", "BpnetInferenceSpec"),
-    )),
-    ("bpnet", "prune"): Task(("bpnet", "prune"), PYTORCH, (
-        Flag("-m", "input"), Flag("-o", "output"), Flag("-pth", "value"), Flag("-eq", "value"),
-        Flag("-pg", "value"),
-    )),
-}
 
 # Spec path fields that name another spec file. The launcher validates that file too, translates
 # its own path fields, and points the field at the translated copy, so a train spec's
