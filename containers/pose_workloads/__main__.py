@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import signal
 import sys
 
+from pose_workloads.ranks import is_main
 from pose_workloads.tasks import KEY, NETWORKS, TASKS, Flag
 
 
@@ -69,16 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM and SIGHUP unwind like Ctrl-C so `finally` blocks remove temp files.
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGHUP, _raise_terminated)
-    if args.key is not None and os.environ.get("RANK", "0") == "0":
+    if args.key is not None and is_main():
         print("note: -k/--key is ignored: pose models are plain files, not encrypted", file=sys.stderr)
-    from pose_workloads.errors import BadInput
+    from pose_workloads.errors import BadInput, TaskFailed
 
     try:
         action = getattr(importlib.import_module(module_name), func_name)
         return int(action(args) or 0)
-    except BadInput as err:
+    except (BadInput, TaskFailed) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except Terminated as stop:
         print("terminated" if stop.signum == signal.SIGTERM else f"terminated ({stop})", file=sys.stderr)
         return 128 + stop.signum

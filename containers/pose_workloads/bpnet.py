@@ -133,7 +133,7 @@ def build_train_model(spec: BpnetTrainSpec, pose_config: PoseConfig, spec_path: 
 def optimizer_settings(spec: BpnetTrainSpec) -> dict[str, Any]:
     """TAO's optimizer section as TrainJob fields (WeightedMomentumOptimizer is SGD with momentum
     whose per-layer weights are the stagewise LR multipliers)."""
-    from pose_workloads.train import Schedule
+    from pose_workloads.training.job import Schedule
 
     optimizer = spec.optimizer
     schedule = optimizer.learning_rate_schedule
@@ -198,12 +198,12 @@ def train(args) -> int:
 
     from pose_workloads.data.bottomup import BpnetShardDataset
     from pose_workloads.models import stagewise_param_groups
-    from pose_workloads.train import TrainJob, run_training, seed_everything
+    from pose_workloads.training.data import seed_everything
+    from pose_workloads.training.job import TrainJob
+    from pose_workloads.training.loop import run_training
 
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.key and rank == 0:
-        print("note: -k/--key is ignored: pose models are plain PyTorch files, not encrypted", file=sys.stderr)
     if getattr(args, "gpus", 1) > 1 and world_size == 1:
         print(f"note: --gpus {args.gpus} but this is one process; the launcher starts torchrun for you", file=sys.stderr)
 
@@ -561,8 +561,6 @@ def _normalization(spec: BpnetInferenceSpec, spec_path: str, opened: OpenModel) 
 
 def _prepare(args) -> tuple[BpnetInferenceSpec, Path, OpenModel, InferenceSettings]:
     """Spec, model and settings shared by evaluate and inference (notices on stderr)."""
-    if args.key:
-        print("note: -k/--key is ignored: pose models are plain files, not encrypted", file=sys.stderr)
     spec = load_spec(BpnetInferenceSpec, args.inference_spec, args.overrides)
     model_path = _model_path(args, spec)
     opened = open_model(model_path, spec.output_stage_to_use)
@@ -617,7 +615,7 @@ def evaluate(args) -> int:
     """`bpnet evaluate --inference_spec S --model_filename M --dataset_spec D --results_dir R`:
     COCO OKS AP on the dataset spec's test split; writes R/keypoints_results.json, R/metrics.json."""
     from pose_workloads.data.coco import BadSample, load_coco, read_image
-    from pose_workloads.data.progress import track
+    from pose_workloads.progress import track
     from pose_workloads.evaluate import coco_keypoint_metrics, format_metrics_table, per_joint_mean_error, write_evaluation
 
     dataset_spec = load_spec(BpnetDatasetSpec, args.dataset_spec)
@@ -757,7 +755,7 @@ def inference(args) -> int:
     --results_dir R [--dump_visualizations]`: R/detections.json (per frame: file, frame index, people
     with [x, y, score] per joint name and a score; metadata: model, input shape, scales, timings)
     and, with --dump_visualizations, R/images_annotated/<image> or R/images_annotated/<video>.mp4."""
-    from pose_workloads.data.progress import track
+    from pose_workloads.progress import track
     from pose_workloads.render import draw_skeletons, save_image
 
     spec, model_path, opened, settings = _prepare(args)

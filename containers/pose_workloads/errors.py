@@ -17,3 +17,13 @@ class BadInput(ValueError):
 
 class SpecError(BadInput):
     """A spec that cannot be used. `str(err)` is one line naming the file, the field and the fix."""
+
+
+class TaskFailed(RuntimeError):
+    """A task that started and failed (a diverged loss, an export that does not match PyTorch).
+
+    `str(err)` is one line saying what happened; `python -m pose_workloads` prints it as
+    `error: <line>` and exits 1. Library code raises it instead of calling sys.exit.
+    """
+
+    exit_code = 1

@@ -224,8 +224,6 @@ def main(args) -> int:
     from pose_workloads.models import count_flops, count_parameters
     from pose_workloads.runtime import load_checkpoint, model_from_checkpoint
 
-    if args.key:
-        print("note: -k/--key is ignored: pose models are plain files, not encrypted", file=sys.stderr)
     output = Path(args.output)
     if output.suffix not in (".pth", ".pt"):
         raise BadInput(f"-o {args.output}: the pruned model file must end in .pth (model files are opened by suffix); "

@@ -190,7 +190,9 @@ def train(args) -> int:
     from pose_workloads.data.coco import load_coco
     from pose_workloads.data.topdown import TopDownAugmentation, TopDownDataset
     from pose_workloads.models import build_model
-    from pose_workloads.train import Schedule, TrainJob, run_training, seed_everything
+    from pose_workloads.training.data import seed_everything
+    from pose_workloads.training.job import Schedule, TrainJob
+    from pose_workloads.training.loop import run_training
 
     spec = load_spec(SimplePoseSpec, args.spec, args.overrides)
     pose_config = load_pose_config(spec.data.pose_config)

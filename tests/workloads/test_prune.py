@@ -194,7 +194,8 @@ class _Batches(torch.utils.data.Dataset):
 def test_pruned_model_retrains_through_load_graph_and_stays_pruned(model_file, tmp_path):
     from pose_workloads import bpnet
     from pose_workloads.specs import BpnetTrainSpec
-    from pose_workloads.train import Schedule, TrainJob, run_training
+    from pose_workloads.training.job import Schedule, TrainJob
+    from pose_workloads.training.loop import run_training
 
     pruned = tmp_path / "pruned.pth"
     assert prune.main(_prune_args(model_file("bpnet", (64, 64)), pruned, "-pth", "0.9")) == 0

@@ -1,4 +1,4 @@
-"""The training loop (pose_workloads.train) on a toy regression job.
+"""The training loop (pose_workloads.training) on a toy regression job.
 
 The module doubles as the toy training script (`python test_train.py RESULTS ...`, or under
 torchrun) so that kill -9 / resume and DDP run the loop in real separate processes.
@@ -22,14 +22,10 @@ import torch
 from torch import nn
 
 from pose_workloads.specs import COCO17
-from pose_workloads.train import (
-    CHECKPOINT_LAST,
-    Schedule,
-    TrainJob,
-    learning_rate,
-    run_training,
-    soft_start_annealing_lr,
-)
+from pose_workloads.training.checkpoint import CHECKPOINT_LAST
+from pose_workloads.training.job import Schedule, TrainJob
+from pose_workloads.training.loop import NonFiniteLoss, run_training
+from pose_workloads.training.optim import learning_rate, soft_start_annealing_lr
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[2]
@@ -188,19 +184,31 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_same_global_batch(t
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)
 
 
-def test_non_finite_loss_prints_parts_and_exits_1(tmp_path, capsys):
+def test_non_finite_loss_names_its_parts_and_exits_1(tmp_path):
     torch.set_num_threads(1)
 
     def exploding(outputs, batch):
         loss = outputs.sum() * float("nan")
         return loss, {"heatmap": loss.detach(), "paf": torch.tensor(0.25)}
 
-    with pytest.raises(SystemExit) as exit_info:
+    # Raised, not sys.exit: `python -m pose_workloads` prints it as one line and exits 1.
+    with pytest.raises(NonFiniteLoss) as err:
         run_training(toy_job(tmp_path, loss_fn=exploding))
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err
-    assert "Loss is nan" in err and "'paf': 0.25" in err
+    assert err.value.exit_code == 1
+    assert "Loss is nan" in str(err.value) and "'paf': 0.25" in str(err.value)
     assert not (tmp_path / CHECKPOINT_LAST).exists()
+
+
+def test_a_failed_task_is_one_error_line_and_exit_1(monkeypatch, capsys):
+    import pose_workloads.__main__ as entry
+    import pose_workloads.info
+
+    def diverging(args):
+        raise NonFiniteLoss("Loss is nan, stopping training (epoch 1, step 1); loss parts: {'paf': 0.25}")
+
+    monkeypatch.setattr(pose_workloads.info, "main", diverging)
+    assert entry.main(["info"]) == 1
+    assert capsys.readouterr().err == "error: Loss is nan, stopping training (epoch 1, step 1); loss parts: {'paf': 0.25}\n"
 
 
 def test_stale_temp_file_from_a_killed_save_is_removed(tmp_path):
@@ -242,7 +250,7 @@ def test_stagewise_lr_multipliers_scale_each_group(tmp_path):
 
     job = toy_job(tmp_path, epochs=1, param_groups=groups, optimizer="sgd", lr=0.01,
                   schedule=Schedule(kind="step", steps=(0.5,), factor=0.1))
-    from pose_workloads.train import build_optimizer
+    from pose_workloads.training.optim import build_optimizer
 
     optimizer = build_optimizer(job, job.model)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.01, 0.04])

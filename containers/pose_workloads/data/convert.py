@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 
 from pose_workloads.data.coco import Person, decode_image, ignore_mask, load_coco
-from pose_workloads.data.progress import track
+from pose_workloads.progress import track
 from pose_workloads.files import write_atomic
 from pose_workloads.errors import BadInput, SpecError
 from pose_workloads.specs import BpnetDatasetSpec, PoseConfig, load_pose_config, load_spec

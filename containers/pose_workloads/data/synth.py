@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pose_workloads.data.progress import track
+from pose_workloads.progress import track
 from pose_workloads.errors import BadInput
 from pose_workloads.specs import COCO17, PoseConfig, load_pose_config
 

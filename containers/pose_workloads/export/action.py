@@ -38,8 +38,6 @@ def _check_args(args) -> None:
 def main(args) -> int:
     """`pose simple-pose|bpnet export -m MODEL.pth -o OUT.onnx [--engine_file E --data_type ...]`."""
     network = args.group
-    if args.key:
-        print("note: -k/--key is ignored: pose models are plain files, not encrypted", file=sys.stderr)
     _check_args(args)
     inference_spec_path = getattr(args, "inference_spec", None)
     inference_spec = load_spec(BpnetInferenceSpec, inference_spec_path) if inference_spec_path else None

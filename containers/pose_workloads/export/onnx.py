@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pose_workloads.errors import BadInput
+from pose_workloads.errors import BadInput, TaskFailed
 from pose_workloads.runtime import (
     ONNX_METADATA_KEY,
     ModelInfo,
@@ -54,7 +54,7 @@ BPNET_STRIDE = 8
 # bpnet engines with adjust_network_input accept images up to this many times wider than tall
 
 
-class ExportFailed(RuntimeError):
+class ExportFailed(TaskFailed):
     """The export ran and produced something unusable (exit 1, one line)."""
 
 

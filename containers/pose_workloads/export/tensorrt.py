@@ -225,7 +225,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: Engine
         cached = calibration is not None and calibration.cache_file is not None and calibration.cache_file.is_file()
         if calibration is None or (calibration.image_dir is None and not cached):
             raise BadInput("--data_type int8: needs --cal_image_dir (or an existing --cal_cache_file) to calibrate")
-        from pose_workloads.data.progress import track
+        from pose_workloads.progress import track
 
         files = calibration_images(calibration.image_dir) if calibration.image_dir else []
         usable = min(calibration.batches, len(files) // profile.opt[0])

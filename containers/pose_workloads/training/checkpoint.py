@@ -1,0 +1,132 @@
+"""Checkpoints of a training run: what is saved after each epoch and read back to resume.
+
+Resume is exact (docs/ARCHITECTURE.md): `checkpoint_last.pth` holds the weights, optimizer,
+scheduler, AMP scaler and every RNG's state after the last complete epoch, and is written last
+of the epoch's files, atomically, so a resume never finds it newer than the others.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from pose_workloads.errors import BadInput
+from pose_workloads.files import atomic_path
+from pose_workloads.training.job import TrainJob
+
+CHECKPOINT_LAST = "checkpoint_last.pth"
+
+
+MODEL_BEST = "model_best.pth"
+
+
+MODEL_FINAL = "model_final.pth"
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save through a temp file: a reader (or a resume after kill -9) never sees half a file."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def model_file(job: TrainJob, model: nn.Module, **extra: Any) -> dict[str, Any]:
+    """The self-describing model dict of docs/ARCHITECTURE.md (state_dict on CPU, not DDP-prefixed)."""
+    return {
+        "network": job.network,
+        "model_config": dict(job.model_config),
+        "pose_config": job.pose_config.model_dump(mode="json"),
+        "input_size": [int(job.input_size[0]), int(job.input_size[1])],
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "spec": _spec_dict(job.spec),
+        **({"module": copy.deepcopy(model).cpu()} if job.save_module else {}),
+        **extra,
+    }
+
+
+def _spec_dict(spec: Any) -> Any:
+    if spec is None:
+        return None
+    if hasattr(spec, "model_dump"):
+        return spec.model_dump(mode="json", by_alias=True)
+    return spec
+
+
+def _rng_state() -> dict[str, Any]:
+    # Plain types and tensors only, so that torch.load(weights_only=True) opens the checkpoint.
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [random.getstate()[0], list(random.getstate()[1])],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal = state["python"]
+    random.setstate((version, tuple(internal), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def remove_stale_temp_files(results_dir: Path) -> None:
+    # A process killed inside save_atomic leaves its temp file; nothing else writes `.*.tmp` here.
+    for tmp in results_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+class Resumed(NamedTuple):
+    epoch: int  # epochs already done
+    best_ap: float  # -inf before any validation
+
+
+def resume(path: Path, job: TrainJob, model: nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler) -> Resumed | None:
+    """Load `path` (checkpoint_last.pth) into model, optimizer, scheduler, scaler (when enabled) and
+    the RNGs; None when there is nothing to resume. A checkpoint of another network is BadInput."""
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=not job.save_module)
+    if ckpt.get("network") != job.network:
+        raise BadInput(
+            f"{path}: network: this checkpoint is a {ckpt.get('network')!r} model, not {job.network!r}; "
+            "use another results directory"
+        )
+    model.load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler.is_enabled() and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    _set_rng_state(ckpt["rng"])
+    return Resumed(int(ckpt["epoch"]), float(ckpt.get("best_ap", -math.inf)))
+
+
+def save_epoch(results_dir: Path, job: TrainJob, model: nn.Module, done: int, optimizer, scheduler,
+               scaler: torch.amp.GradScaler, best_ap: float, improved: bool) -> None:
+    """The files of epoch `done`: model_best.pth when validation improved, every
+    `checkpoint_every` epochs a numbered checkpoint, and checkpoint_last.pth."""
+    state = {
+        "epoch": done,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+        "rng": _rng_state(),
+        "best_ap": best_ap,
+    }
+    if improved:
+        save_atomic(model_file(job, model, epoch=done, best_ap=best_ap), results_dir / MODEL_BEST)
+    if done % job.checkpoint_every == 0:
+        save_atomic(model_file(job, model, **state), results_dir / f"checkpoint_epoch_{done:03d}.pth")
+    # Last: a resume must never find a checkpoint_last newer than the files above.
+    save_atomic(model_file(job, model, **state), results_dir / CHECKPOINT_LAST)
