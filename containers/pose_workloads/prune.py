@@ -34,7 +34,6 @@ shapes no longer follow model_config; retrain it with `pretrained_weights: prune
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
