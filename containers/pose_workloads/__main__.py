@@ -12,6 +12,7 @@ import argparse
 import importlib
 import signal
 import sys
+from contextlib import nullcontext
 
 from pose_workloads.ranks import is_main
 from pose_workloads.tasks import KEY, NETWORKS, TASKS, Flag
@@ -63,6 +64,18 @@ def _raise_terminated(signum, frame):
     raise Terminated(signum)
 
 
+def owned_folder(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(folder, flag) of the folder an action writes as a whole, locked for its run: `-r`, or
+    the `-o` folder of the dataset tools. Rank 0 alone holds it (the others write nothing)."""
+    if not is_main():
+        return None
+    if getattr(args, "results_dir", None):
+        return args.results_dir, "-r"
+    if args.group == "dataset" or getattr(args, "action", None) == "dataset_convert":
+        return args.output, "-o"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, func_name = args.target.split(":")
@@ -72,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.key is not None and is_main():
         print("note: -k/--key is ignored: pose models are plain files, not encrypted", file=sys.stderr)
     from pose_workloads.errors import BadInput, TaskFailed
+    from pose_workloads.results_lock import lock_results_dir
 
     try:
-        action = getattr(importlib.import_module(module_name), func_name)
-        return int(action(args) or 0)
+        folder = owned_folder(args)
+        with lock_results_dir(folder[0], args.group, getattr(args, "action", ""), folder[1]) if folder else nullcontext():
+            action = getattr(importlib.import_module(module_name), func_name)
+            return int(action(args) or 0)
     except (BadInput, TaskFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
