@@ -27,3 +27,8 @@ class TaskFailed(RuntimeError):
     """
 
     exit_code = 1
+
+
+class DiskFull(TaskFailed):
+    """A result did not fit on its disk. `str(err)` names the folder and the bytes needed; the
+    file it would have replaced (the previous checkpoint, say) is intact."""

@@ -8,6 +8,7 @@ of the epoch's files, atomically, so a resume never finds it newer than the othe
 from __future__ import annotations
 
 import copy
+import io
 import math
 import random
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from pose_workloads.errors import BadInput
-from pose_workloads.files import atomic_path
+from pose_workloads.files import write_atomic
 from pose_workloads.training.job import TrainJob
 
 CHECKPOINT_LAST = "checkpoint_last.pth"
@@ -31,9 +32,12 @@ MODEL_FINAL = "model_final.pth"
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save through a temp file: a reader (or a resume after kill -9) never sees half a file."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save through a temp file: a reader (or a resume after kill -9) never sees half a file.
+    Serialised in memory first, so that a full disk is refused knowing the bytes needed (torch's
+    own writer reports only "file write failed")."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def model_file(job: TrainJob, model: nn.Module, **extra: Any) -> dict[str, Any]:
