@@ -50,6 +50,10 @@ def launch(network: str, action: str, values: dict[str, Any], options: LaunchOpt
     notices = ["-k: pose models are not encrypted; the key is ignored"] if options.key is not None else []
     image = image_tag(image_kind(task, values))
     mounts = load_mounts_for(options.runner, image, notices)
+    if options.runner in ("slurm", "k8s"):
+        from launcher.cluster_launch import launch_on_cluster
+
+        return launch_on_cluster(task, values, options, mounts, image, notices)
     runner = choose_runner(options.runner, image, notices)
     if runner == "docker":
         notices += risky_options(mounts.docker_options, "{}:{}".format(*invoking_user()))
@@ -104,7 +108,7 @@ def load_mounts_for(requested_runner: str, image: str, notices: list[str]) -> Mo
     try:
         return load_mounts()
     except BadInput as err:
-        if requested_runner == "docker" or (requested_runner == "auto" and not docker_unavailable(image)):
+        if requested_runner in ("docker", "slurm", "k8s") or (requested_runner == "auto" and not docker_unavailable(image)):
             raise
         notices.append(f"mounts file ignored by the local runner: {err}")
         return Mounts(file=mounts_file_path())
@@ -121,7 +125,7 @@ def choose_runner(requested: str, image: str, notices: list[str]) -> str:
     """docker | local as asked (see `docker_unavailable` for the engine check); auto: Docker
     when an engine answers and has the task's image, else local, said in one line."""
     if requested not in ("docker", "local", "auto"):
-        raise BadInput(f"--runner {requested}: valid: docker, local, auto")
+        raise BadInput(f"--runner {requested}: valid: docker, local, auto, slurm, k8s")
     if requested == "local":
         missing = local_workloads_missing()
         if missing:

@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pose_workloads.errors import BadInput
 
+from launcher.clusters import KubernetesSection, SlurmSection
+
 # Where the launcher mounts the translated specs; no user mount may take it.
 LAUNCH_DIR_DESTINATION = "/pose_launch"
 
@@ -261,6 +263,8 @@ class MountsFile(_Strict):
     Mounts: list[Mount] = Field(default_factory=list)
     Envs: list[EnvVar] = Field(default_factory=list)
     DockerOptions: ContainerOptions = Field(default_factory=lambda: ContainerOptions())
+    Slurm: SlurmSection = Field(default_factory=lambda: SlurmSection())  # --runner slurm (clusters.py)
+    Kubernetes: KubernetesSection = Field(default_factory=lambda: KubernetesSection())  # --runner k8s
 
     @field_validator("Mounts")
     @classmethod
@@ -292,6 +296,8 @@ _SECTION_KEYS = {
     "Mounts": sorted(Mount.model_fields),
     "Envs": sorted(EnvVar.model_fields),
     "DockerOptions": sorted(ContainerOptions.model_fields),
+    "Slurm": sorted(SlurmSection.model_fields),
+    "Kubernetes": sorted(KubernetesSection.model_fields),
 }
 
 
@@ -304,6 +310,8 @@ class Mounts:
     envs: dict[str, str] = field(default_factory=dict)
     docker_options: ContainerOptions = field(default_factory=ContainerOptions)
     found: bool = False
+    slurm: SlurmSection = field(default_factory=SlurmSection)
+    kubernetes: KubernetesSection = field(default_factory=KubernetesSection)
 
 
 def mounts_file_path() -> Path:
@@ -359,7 +367,7 @@ def load_mounts(path: Path | None = None) -> Mounts:
         return Mounts(file=path)
     data = _read_json(path)
     if not isinstance(data, dict):
-        raise BadInput(f"{path}: top level must be an object with Mounts, Envs, DockerOptions; see mounts.example.json")
+        raise BadInput(f"{path}: top level must be an object with Mounts, Envs, DockerOptions, Slurm, Kubernetes; see mounts.example.json")
     try:
         parsed = MountsFile.model_validate(data)
     except ValidationError as err:
@@ -372,6 +380,8 @@ def load_mounts(path: Path | None = None) -> Mounts:
         envs={e.variable: e.value for e in parsed.Envs},
         docker_options=parsed.DockerOptions,
         found=True,
+        slurm=parsed.Slurm,
+        kubernetes=parsed.Kubernetes,
     )
 
 
@@ -398,7 +408,7 @@ def check_mounts(path: Path | None = None) -> tuple[Path, list[MountCheck], list
     except BadInput as err:
         return path, [], [str(err)]
     if not isinstance(data, dict):
-        return path, [], ["top level must be an object with Mounts, Envs, DockerOptions"]
+        return path, [], ["top level must be an object with Mounts, Envs, DockerOptions, Slurm, Kubernetes"]
     raw_mounts = data.get("Mounts") if isinstance(data.get("Mounts"), list) else []
     row_problems: dict[int, list[str]] = {}
     other: list[str] = []

@@ -21,12 +21,14 @@ __all__ = ["LAUNCH_OPTIONS", "NETWORKS", "PYTORCH", "TASKS", "TENSORRT", "Flag",
 # command offers them with these spellings and defaults and gathers them into `LaunchOptions`
 # (one field per row, same name as `dest`); the workload never sees them (-k and --set aside).
 LAUNCH_OPTIONS: tuple[Flag, ...] = (
-    Flag(("--runner",), "runner", default="auto", choices=("auto", "docker", "local"),
-         help="docker, local, or auto: Docker when an engine answers and has the image, else local."),
+    Flag(("--runner",), "runner", default="auto", choices=("auto", "docker", "local", "slurm", "k8s"),
+         help="docker, local, or auto: Docker when an engine answers and has the image, else local; "
+              "slurm or k8s: a job on a cluster (mounts file sections Slurm, Kubernetes)."),
     Flag(("--gpus",), "gpus", type=int,
-         help="GPUs to use (default 1); N > 1 starts N ranks under torchrun. No GPU: N CPU processes."),
+         help="GPUs to use (default 1); N > 1 starts N ranks under torchrun. No GPU: N CPU processes. "
+              "slurm/k8s: GPUs (ranks) per node; 0: one CPU rank per node."),
     Flag(("--gpu_index",), "gpu_index", metavar="I,J", help="exactly these host GPUs (NVML indices)."),
-    Flag(("--num_nodes",), "num_nodes", type=int, default=1, help="nodes in a multi-node run."),
+    Flag(("--num_nodes",), "num_nodes", type=int, default=1, help="nodes in a multi-node run (slurm/k8s: nodes or pods to start)."),
     Flag(("--node_rank",), "node_rank", type=int, default=0, help="this node's rank (0 .. num_nodes-1)."),
     Flag(("--rdzv_endpoint",), "rdzv_endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run (node 0)."),
     replace(SET, default=(), cli=True,
@@ -34,6 +36,15 @@ LAUNCH_OPTIONS: tuple[Flag, ...] = (
     Flag(("--dry-run",), "dry_run", "switch", default=False,
          help="print the runner, image and command (task paths), start nothing."),
     KEY,
+    Flag(("--detach",), "detach", "switch", default=False,
+         help="docker/slurm/k8s: start the job, print its id and return (pose jobs logs|cancel ID)."),
+    Flag(("--partition",), "partition", metavar="P", help="slurm: the partition (default: the mounts file's Slurm.partition)."),
+    Flag(("--account",), "account", metavar="A", help="slurm: the account to charge."),
+    Flag(("--time",), "time", metavar="T", help="slurm: the time limit (sbatch --time, e.g. 04:00:00)."),
+    Flag(("--container_runtime",), "container_runtime", choices=("pyxis", "docker", "none"),
+         help="slurm: pyxis (srun --container-image), docker (docker run on each node) or none (workloads installed)."),
+    Flag(("--signal_grace",), "signal_grace_s", type=int, metavar="SECONDS",
+         help="slurm training: USR1 this long before the time limit; ranks checkpoint, the job is requeued and resumes."),
 )
 
 
@@ -45,7 +56,7 @@ def _default(dest: str) -> Any:
 class LaunchOptions:
     """The values of `LAUNCH_OPTIONS` (defaults from there)."""
 
-    runner: str = _default("runner")  # docker | local | auto
+    runner: str = _default("runner")  # docker | local | auto | slurm | k8s
     gpus: int | None = _default("gpus")  # None: 1, or as many as --gpu_index names
     gpu_index: str | None = _default("gpu_index")  # "0,2"
     num_nodes: int = _default("num_nodes")
@@ -54,6 +65,12 @@ class LaunchOptions:
     overrides: tuple[str, ...] = _default("overrides")  # --set key.sub=value, applied to the task's first spec
     dry_run: bool = _default("dry_run")
     key: str | None = _default("key")  # -k, TAO's model key: accepted and ignored
+    detach: bool = _default("detach")  # print the job's id and return
+    partition: str | None = _default("partition")  # slurm (else the mounts file's Slurm section)
+    account: str | None = _default("account")
+    time: str | None = _default("time")
+    container_runtime: str | None = _default("container_runtime")  # pyxis | docker | none
+    signal_grace_s: int | None = _default("signal_grace_s")  # training: USR1 before the limit, requeue
 
 
 # Spec path fields that name another spec file. The launcher validates that file too, translates

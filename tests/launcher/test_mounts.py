@@ -79,7 +79,7 @@ def test_missing_file_named_by_pose_mounts_is_an_error(tmp_path, monkeypatch):
 # Each bad mounts file: (content, words the one error line must hold: the key, and the fix).
 BAD_MOUNTS = {
     "malformed_json": ('{"Mounts": [', ["not valid JSON", "line 1", "fix the syntax"]),
-    "unknown_top_key": ({"Mounts": [], "Volumes": []}, ["Volumes", "unknown key", "valid keys here: DockerOptions, Envs, Mounts"]),
+    "unknown_top_key": ({"Mounts": [], "Volumes": []}, ["Volumes", "unknown key", "valid keys here: DockerOptions, Envs, Kubernetes, Mounts, Slurm"]),
     "unknown_mount_key": ({"Mounts": [{"source": "{exp}", "destination": "/w", "mode": "ro"}]},
                           ["Mounts[0].mode", "unknown key", "read_only"]),
     "unknown_docker_option": ({"DockerOptions": {"gpus": "all"}}, ["DockerOptions.gpus", "unknown key", "shm_size"]),
@@ -216,3 +216,18 @@ def test_malformed_mounts_file_does_not_block_the_local_runner(project, cli):
     assert len(notices) == 1 and "not valid JSON" in notices[0], result.stderr
     # ... while Docker, which needs it, still refuses it.
     assert cli("selftest", "--runner", "docker", "--dry-run").exit_code == 2
+
+
+@pytest.mark.parametrize("section, text, words", [
+    ("Slurm", {"partiton": "gpu"}, ["Slurm.partiton", "unknown key", "partition"]),
+    ("Slurm", {"container_runtime": "singularity"}, ["Slurm.container_runtime", "pyxis", "docker", "none"]),
+    ("Slurm", {"sbatch_options": ["exclusive"]}, ["Slurm.sbatch_options", "--name=value"]),
+    ("Kubernetes", {"namespaces": "x"}, ["Kubernetes.namespaces", "unknown key", "namespace"]),
+    ("Kubernetes", {"volumes": [{"source": "/", "pvc": {"claim_name": "a"}, "nfs": {"server": "s", "path": "/"}}]},
+     ["Kubernetes.volumes[0]", "exactly one of pvc, nfs, host_path"]),
+])
+def test_cluster_sections_refuse_unknown_keys_and_bad_values(project, bad_input, section, text, words):
+    write_mounts(project / "mounts.json", {section: text})
+    line = bad_input("selftest", "--runner", "docker", "--dry-run")
+    for word in words:
+        assert word in line, line
