@@ -35,7 +35,7 @@ from pose_workloads.data.topdown import (
 from pose_workloads.decode import decode_heatmaps, reference_decode_argmax, reference_decode_dark
 from pose_workloads.specs import COCO17
 
-COCO_MINI = Path(__file__).resolve().parents[1] / "../shared/data/coco-mini"
+COCO_MINI = Path(__file__).resolve().parents[1] / "tests/data/coco-mini"
 
 
 def reference_sample(dataset: TopDownDataset, index: int, rng: np.random.Generator, read=read_image) -> dict:

@@ -12,8 +12,6 @@ from pose_workloads.data.convert import convert_dataset
 from pose_workloads.specs import BpnetDatasetSpec
 
 ROOT = Path(__file__).resolve().parents[2]
-COCO_MINI = (ROOT / "../shared/data/coco-mini").resolve()
-MINI_JSON = "annotations/person_keypoints_mini.json"
 
 @pytest.fixture
 def one_torch_thread():
@@ -80,12 +78,10 @@ def model_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory) -> Path:
+def converted(coco_mini, tmp_path_factory) -> Path:
     """coco-mini as `pose bpnet dataset_convert -m train` writes it (built once per test module)."""
-    if not (COCO_MINI / MINI_JSON).is_file():
-        pytest.skip(f"coco-mini is not at {COCO_MINI}")
-    split = {"images_root_dir_path": "images", "annotation_root_dir_path": MINI_JSON}
-    spec = BpnetDatasetSpec(root_directory_path=str(COCO_MINI), train_data=split, test_data=split)
+    split = {"images_root_dir_path": "images", "annotation_root_dir_path": coco_mini.keypoints_name}
+    spec = BpnetDatasetSpec(root_directory_path=str(coco_mini.root), train_data=split, test_data=split)
     out = tmp_path_factory.mktemp("bpnet_data") / "train"
     convert_dataset(spec, "train", out, show_progress=False)
     return out

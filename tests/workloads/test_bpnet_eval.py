@@ -25,11 +25,7 @@ from pose_workloads.runtime import ModelInfo, Predictor
 from pose_workloads.specs import COCO17, BpnetInferenceSpec, BpnetNormalization, load_pose_config, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-COCO_MINI = ROOT / "../shared/data/coco-mini"
-GT = COCO_MINI / "annotations/person_keypoints_mini.json"
 POSE_18 = load_pose_config(ROOT / "specs/bpnet/bpnet_18joints.json")
-
-pytestmark = pytest.mark.skipif(not GT.is_file(), reason=f"coco-mini is not at {COCO_MINI}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -37,10 +33,10 @@ pytestmark = pytest.mark.skipif(not GT.is_file(), reason=f"coco-mini is not at {
 # ------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def dataset_spec(tmp_path_factory) -> Path:
-    split = {"images_root_dir_path": "images", "annotation_root_dir_path": "annotations/person_keypoints_mini.json"}
+def dataset_spec(coco_mini, tmp_path_factory) -> Path:
+    split = {"images_root_dir_path": "images", "annotation_root_dir_path": coco_mini.keypoints_name}
     path = tmp_path_factory.mktemp("specs") / "coco_mini_spec.json"
-    path.write_text(json.dumps({"root_directory_path": str(COCO_MINI.resolve()), "train_data": split, "test_data": split}))
+    path.write_text(json.dumps({"root_directory_path": str(coco_mini.root), "train_data": split, "test_data": split}))
     return path
 
 
@@ -84,10 +80,10 @@ def grey_level(index: int) -> int:
 
 
 @pytest.fixture()
-def oracle(monkeypatch):
+def oracle(coco_mini, monkeypatch):
     """Replace image reading and the model: images are flat grey (level = image index), the model
     draws the ground truth of the image whose grey it sees, where that image sits in its input."""
-    dataset = coco_module.load_coco(COCO_MINI / "images", GT)
+    dataset = coco_module.load_coco(coco_mini.images, coco_mini.keypoints)
     sources = joint_sources(COCO17.keypoints, POSE_18.keypoints)
     by_level = {}
     for i, record in enumerate(dataset.images):
@@ -214,17 +210,17 @@ def test_evaluate_runs_a_real_model_file(tiny_model, dataset_spec, tmp_path):
 # inference
 # ------------------------------------------------------------------------------------------------
 
-def test_inference_on_a_directory_writes_detections_and_drawings(oracle, tmp_path):
+def test_inference_on_a_directory_writes_detections_and_drawings(coco_mini, oracle, tmp_path):
     out = tmp_path / "infer"
     argv = ["bpnet", "inference", "-i", str(infer_spec(tmp_path)), "-m", "oracle.pth", "--input_type", "dir",
-            "--input", str(COCO_MINI / "images"), "-r", str(out), "--dump_visualizations"]
+            "--input", str(coco_mini.images), "-r", str(out), "--dump_visualizations"]
     assert main(argv) == 0
     detections = json.loads((out / "detections.json").read_text())
     meta = detections["metadata"]
     assert meta["input_shape"] == [368, 368] and meta["scales"] == [1.0] and meta["frames"] == 4
     assert set(meta["mean_timings_ms"]) == {"network", "grouping"}
     frames = detections["frames"]
-    assert [f["file"] for f in frames] == sorted(p.name for p in (COCO_MINI / "images").iterdir())
+    assert [f["file"] for f in frames] == sorted(p.name for p in coco_mini.images.iterdir())
     people = [p for f in frames for p in f["people"]]
     assert len(people) == sum(1 for p in oracle.people if p.num_keypoints > 0)
     assert all(set(p["keypoints"]) <= set(POSE_18.keypoints) and p["num_joints"] >= 4 for p in people)

@@ -18,8 +18,6 @@ from pose_workloads.errors import SpecError
 from pose_workloads.specs import BpnetTrainSpec, load_pose_config, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-COCO_MINI = (ROOT / "../shared/data/coco-mini").resolve()
-MINI_JSON = "annotations/person_keypoints_mini.json"
 POSE_18 = ROOT / "specs/bpnet/bpnet_18joints.json"
 
 
@@ -189,13 +187,13 @@ def test_load_graph_of_another_joint_set_is_refused(tmp_path):
 
 # --- a real run ---
 
-def test_train_checkpoints_resumes_and_uses_tao_settings(converted, tmp_path, capsys):
+def test_train_checkpoints_resumes_and_uses_tao_settings(coco_mini, converted, tmp_path, capsys):
     torch.set_num_threads(1)
     data = tiny_spec_data(converted, validation_every_n_epoch=1)
     data["model"].update(regularization_type="l1", kernel_regularization_factor=1e-4)
-    split = {"images_root_dir_path": "images", "annotation_root_dir_path": MINI_JSON}
+    split = {"images_root_dir_path": "images", "annotation_root_dir_path": coco_mini.keypoints_name}
     dataset_spec = tmp_path / "coco_mini_spec.json"
-    dataset_spec.write_text(json.dumps({"root_directory_path": str(COCO_MINI), "train_data": split, "test_data": split}))
+    dataset_spec.write_text(json.dumps({"root_directory_path": str(coco_mini.root), "train_data": split, "test_data": split}))
     data["dataloader"]["dataset_config"]["dataset_specs"] = {"coco": str(dataset_spec)}
     spec = write_spec(tmp_path / "spec.yaml", data)
     results = tmp_path / "results"

@@ -22,23 +22,19 @@ from pose_workloads.data.convert import convert_dataset
 from pose_workloads.specs import BpnetDatasetSpec
 
 ROOT = Path(__file__).resolve().parents[2]
-COCO_MINI = (ROOT / "../shared/data/coco-mini").resolve()
-MINI_JSON = "annotations/person_keypoints_mini.json"
 REPEATS = 25  # the four samples 25 times per epoch: fewer epochs, so less checkpoint/plot overhead
 EPOCHS = 16
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_tiny_bpnet_overfits_coco_mini_to_ap_0_8(tmp_path):
-    if not (COCO_MINI / MINI_JSON).is_file():
-        pytest.skip(f"coco-mini is not at {COCO_MINI}")
+def test_tiny_bpnet_overfits_coco_mini_to_ap_0_8(coco_mini, tmp_path):
     torch.set_num_threads(1)  # the machine is shared; one thread wastes nothing on spinning
 
-    split = {"images_root_dir_path": "images", "annotation_root_dir_path": MINI_JSON}
+    split = {"images_root_dir_path": "images", "annotation_root_dir_path": coco_mini.keypoints_name}
     dataset_spec = tmp_path / "coco_mini_spec.json"
     dataset_spec.write_text(json.dumps({
-        "root_directory_path": str(COCO_MINI), "train_data": split, "test_data": split,
+        "root_directory_path": str(coco_mini.root), "train_data": split, "test_data": split,
         # One sample per image: without augmentation the person-centric copies are all the same.
         "duplicate_data_with_each_person_as_center": False,
     }))

@@ -17,15 +17,10 @@ from pose_workloads.errors import BadInput
 from pose_workloads.specs import load_pose_config
 
 ROOT = Path(__file__).resolve().parents[2]
-COCO_MINI = ROOT / "../shared/data/coco-mini"
-MINI_JSON = COCO_MINI / "annotations/person_keypoints_mini.json"
 UNLABELLED_IDS = {1202706, 508900}  # the two num_keypoints == 0 people in coco-mini
 
-pytestmark = pytest.mark.skipif(not MINI_JSON.is_file(), reason=f"coco-mini is not at {COCO_MINI}")
-
-
-def _mini() -> dict:
-    return json.loads(MINI_JSON.read_text())
+def _mini(coco_mini) -> dict:
+    return json.loads(coco_mini.keypoints.read_text())
 
 
 def _write(tmp_path: Path, data: dict) -> Path:
@@ -34,8 +29,8 @@ def _write(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-def test_coco_mini_gives_labelled_people_and_keeps_unlabelled_ones_for_masks():
-    coco = load_coco(COCO_MINI / "images", MINI_JSON)
+def test_coco_mini_gives_labelled_people_and_keeps_unlabelled_ones_for_masks(coco_mini):
+    coco = load_coco(coco_mini.images, coco_mini.keypoints)
     assert len(coco.images) == 4 and len(coco.people) == 12
     assert not coco.skipped
     person = coco.people[0]
@@ -47,40 +42,40 @@ def test_coco_mini_gives_labelled_people_and_keeps_unlabelled_ones_for_masks():
         assert all(coco.people[i].image_id == record.image_id for i in record.people)
         assert Path(record.image_path).is_file()
     # Every original annotation is either a person or kept for the masks.
-    assert len(coco.people) + len(UNLABELLED_IDS) == len(_mini()["annotations"])
+    assert len(coco.people) + len(UNLABELLED_IDS) == len(_mini(coco_mini)["annotations"])
 
 
-def test_keypoints_of_the_wrong_length_are_skipped_counted_and_named(tmp_path, caplog):
-    data = _mini()
+def test_keypoints_of_the_wrong_length_are_skipped_counted_and_named(coco_mini, tmp_path, caplog):
+    data = _mini(coco_mini)
     bad_id = data["annotations"][1]["id"]
     data["annotations"][1]["keypoints"] = data["annotations"][1]["keypoints"][:-3]
     path = _write(tmp_path, data)
     with caplog.at_level(logging.WARNING):
-        coco = load_coco(COCO_MINI / "images", path)
+        coco = load_coco(coco_mini.images, path)
     assert len(coco.people) == 11
     (reason, count), = coco.skipped.items()
     assert count == 1 and "wrong length" in reason
     assert str(path) in caplog.text and str(bad_id) in caplog.text
 
 
-def test_missing_image_file_is_skipped_and_counted(tmp_path):
+def test_missing_image_file_is_skipped_and_counted(coco_mini, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
-    for name in sorted(p.name for p in (COCO_MINI / "images").glob("*.jpg"))[1:]:
-        (images / name).symlink_to((COCO_MINI / "images" / name).resolve())
-    coco = load_coco(images, MINI_JSON)
+    for name in sorted(p.name for p in coco_mini.images.glob("*.jpg"))[1:]:
+        (images / name).symlink_to((coco_mini.images / name).resolve())
+    coco = load_coco(images, coco_mini.keypoints)
     assert len(coco.images) == 3
     assert coco.skipped["image file missing"] == 1
     assert all(Path(p.image_path).exists() for p in coco.people)
 
 
-def test_box_reaching_outside_the_image_is_clipped_and_one_fully_outside_is_skipped(tmp_path):
-    data = _mini()
+def test_box_reaching_outside_the_image_is_clipped_and_one_fully_outside_is_skipped(coco_mini, tmp_path):
+    data = _mini(coco_mini)
     image = {i["id"]: i for i in data["images"]}
     reaching, outside = data["annotations"][0], data["annotations"][1]
     reaching["bbox"] = [-20.0, -10.0, 5000.0, 5000.0]
     outside["bbox"] = [image[outside["image_id"]]["width"] + 10.0, 5.0, 30.0, 30.0]
-    coco = load_coco(COCO_MINI / "images", _write(tmp_path, data))
+    coco = load_coco(coco_mini.images, _write(tmp_path, data))
     clipped = next(p for p in coco.people if p.ann_id == reaching["id"])
     size = image[reaching["image_id"]]
     np.testing.assert_allclose(clipped.bbox, [0, 0, size["width"], size["height"]])
@@ -89,44 +84,44 @@ def test_box_reaching_outside_the_image_is_clipped_and_one_fully_outside_is_skip
 
 
 @pytest.mark.parametrize("content", [{"foo": 1}, [1, 2], {"images": [], "annotations": {}}])
-def test_json_that_is_not_coco_is_bad_input_naming_the_file(tmp_path, content):
+def test_json_that_is_not_coco_is_bad_input_naming_the_file(coco_mini, tmp_path, content):
     path = tmp_path / "odd.json"
     path.write_text(json.dumps(content))
     with pytest.raises(BadInput, match="odd.json.*(images|annotations)"):
-        load_coco(COCO_MINI / "images", path)
+        load_coco(coco_mini.images, path)
 
 
-def test_invalid_json_and_missing_file_are_bad_input(tmp_path):
+def test_invalid_json_and_missing_file_are_bad_input(coco_mini, tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(BadInput, match="broken.json: not valid JSON"):
-        load_coco(COCO_MINI / "images", broken)
+        load_coco(coco_mini.images, broken)
     with pytest.raises(BadInput, match="nope.json: file not found"):
-        load_coco(COCO_MINI / "images", tmp_path / "nope.json")
+        load_coco(coco_mini.images, tmp_path / "nope.json")
 
 
-def test_annotations_for_another_joint_set_are_one_bad_input_not_skips():
+def test_annotations_for_another_joint_set_are_one_bad_input_not_skips(coco_mini):
     crowdpose = load_pose_config(ROOT / "specs/pose_configs/crowdpose14.json")
     with pytest.raises(BadInput, match=r"categories\[0\]\.keypoints.*17.*14"):
-        load_coco(COCO_MINI / "images", MINI_JSON, crowdpose)
+        load_coco(coco_mini.images, coco_mini.keypoints, crowdpose)
 
 
-def test_every_person_bad_is_bad_input(tmp_path):
-    data = _mini()
+def test_every_person_bad_is_bad_input(coco_mini, tmp_path):
+    data = _mini(coco_mini)
     del data["categories"][0]["keypoints"]
     for ann in data["annotations"]:
         ann["keypoints"] = ann["keypoints"][:6]
     with pytest.raises(BadInput, match="no usable person left.*wrong length"):
-        load_coco(COCO_MINI / "images", _write(tmp_path, data))
+        load_coco(coco_mini.images, _write(tmp_path, data))
 
 
-def test_no_image_found_is_bad_input_naming_the_images_dir(tmp_path):
+def test_no_image_found_is_bad_input_naming_the_images_dir(coco_mini, tmp_path):
     with pytest.raises(BadInput, match=f"none of its 4 images are in {tmp_path}"):
-        load_coco(tmp_path, MINI_JSON)
+        load_coco(tmp_path, coco_mini.keypoints)
 
 
-def test_read_image_returns_rgb_and_raises_bad_sample_for_broken_files(tmp_path):
-    path = next((COCO_MINI / "images").glob("*.jpg"))
+def test_read_image_returns_rgb_and_raises_bad_sample_for_broken_files(coco_mini, tmp_path):
+    path = next(coco_mini.images.glob("*.jpg"))
     rgb = read_image(path)
     np.testing.assert_array_equal(rgb, cv2.imread(str(path))[..., ::-1])
     assert rgb.dtype == np.uint8 and rgb.ndim == 3
@@ -156,8 +151,8 @@ def test_redraw_on_bad_sample_counts_and_loads_another_index():
         redraw_on_bad_sample(always_bad, 0, 5, np.random.default_rng(0), Counter(), max_redraws=3)
 
 
-def test_ignore_mask_is_crowd_and_unlabelled_minus_labelled_people(tmp_path):
-    shutil.copy(next((COCO_MINI / "images").glob("*.jpg")), tmp_path / "a.jpg")
+def test_ignore_mask_is_crowd_and_unlabelled_minus_labelled_people(coco_mini, tmp_path):
+    shutil.copy(next(coco_mini.images.glob("*.jpg")), tmp_path / "a.jpg")
     h, w = cv2.imread(str(tmp_path / "a.jpg")).shape[:2]
     square = lambda x0, y0, x1, y1: [[x0, y0, x1, y0, x1, y1, x0, y1]]  # noqa: E731
     labelled = [0.0] * 51
@@ -185,9 +180,9 @@ def test_ignore_mask_is_crowd_and_unlabelled_minus_labelled_people(tmp_path):
     assert ignore[30, 30] and not ignore[60, 60] and ignore[210, 210] and not ignore[5, 5]
 
 
-def test_keypoints_that_are_not_numbers_are_skipped_and_counted(tmp_path):
-    data = _mini()
+def test_keypoints_that_are_not_numbers_are_skipped_and_counted(coco_mini, tmp_path):
+    data = _mini(coco_mini)
     data["annotations"][0]["keypoints"][0] = None
-    coco = load_coco(COCO_MINI / "images", _write(tmp_path, data))
+    coco = load_coco(coco_mini.images, _write(tmp_path, data))
     assert len(coco.people) == 11
     assert coco.skipped == Counter({"keypoint coordinates not finite": 1})

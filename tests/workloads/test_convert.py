@@ -20,8 +20,6 @@ from pose_workloads.data.convert import ShardSamples, convert_dataset, main_peop
 from pose_workloads.specs import BpnetDatasetSpec
 
 ROOT = Path(__file__).resolve().parents[2]
-COCO_MINI = (ROOT / "../shared/data/coco-mini").resolve()
-MINI_JSON = "annotations/person_keypoints_mini.json"
 
 
 def _spec(root: Path, annotations: str, mask_dir: Path | str, images: str = "images", **fields) -> BpnetDatasetSpec:
@@ -34,16 +32,14 @@ def _bytes(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory):
-    if not (COCO_MINI / MINI_JSON).is_file():
-        pytest.skip(f"coco-mini is not at {COCO_MINI}")
+def mini(coco_mini, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mini")
-    spec = _spec(COCO_MINI, MINI_JSON, tmp / "masks")
+    spec = _spec(coco_mini.root, coco_mini.keypoints_name, tmp / "masks")
     result = convert_dataset(spec, "train", tmp / "train", generate_masks=True, show_progress=False)
     return spec, tmp, result
 
 
-def test_coco_mini_gives_one_sample_per_main_person_with_the_original_image_bytes(mini):
+def test_coco_mini_gives_one_sample_per_main_person_with_the_original_image_bytes(coco_mini, mini):
     spec, tmp, result = mini
     assert not result.up_to_date and result.samples == 12 == manifest_samples(result.manifest_path)
     samples = list(read_shards(tmp / "train"))
@@ -53,7 +49,7 @@ def test_coco_mini_gives_one_sample_per_main_person_with_the_original_image_byte
         first = tar.extractfile(names[0]).read()
         assert all(m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
     meta = samples[0]["meta"]
-    assert first == (COCO_MINI / "images" / meta["file_name"]).read_bytes()  # copied, not re-encoded
+    assert first == (coco_mini.images / meta["file_name"]).read_bytes()  # copied, not re-encoded
     for s in samples:
         meta = s["meta"]
         assert s["image"].shape == (meta["height"], meta["width"], 3) and s["image"].dtype == np.uint8
@@ -67,9 +63,9 @@ def test_coco_mini_gives_one_sample_per_main_person_with_the_original_image_byte
     assert len(set(mains)) == 12
 
 
-def test_mask_files_ignore_unlabelled_people_except_under_labelled_ones(mini):
+def test_mask_files_ignore_unlabelled_people_except_under_labelled_ones(coco_mini, mini):
     spec, tmp, _ = mini
-    coco = COCO(str(COCO_MINI / MINI_JSON))
+    coco = COCO(str(coco_mini.keypoints))
     for image_id in coco.getImgIds():
         mask = cv2.imread(str(tmp / f"masks/mask_{image_id}.png"), cv2.IMREAD_UNCHANGED)
         anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id))
@@ -147,12 +143,12 @@ def test_synthetic_crowds_are_masked_except_where_labelled_people_cover_them(tmp
             np.testing.assert_array_equal(sample["mask"], on_disk)
 
 
-def test_bad_annotations_are_counted_by_reason_and_named_by_id(mini, tmp_path, caplog):
-    data = json.loads((COCO_MINI / MINI_JSON).read_text())
+def test_bad_annotations_are_counted_by_reason_and_named_by_id(coco_mini, mini, tmp_path, caplog):
+    data = json.loads(coco_mini.keypoints.read_text())
     data["annotations"][0]["keypoints"] = [1, 2]
     data["annotations"][2]["bbox"] = [5000, 5000, 10, 10]
     (tmp_path / "ann.json").write_text(json.dumps(data))
-    spec = _spec(COCO_MINI, str(tmp_path / "ann.json"), tmp_path / "masks")  # absolute: used as is
+    spec = _spec(coco_mini.root, str(tmp_path / "ann.json"), tmp_path / "masks")  # absolute: used as is
     with caplog.at_level(logging.WARNING):
         result = convert_dataset(spec, "train", tmp_path / "out", show_progress=False)
     manifest = json.loads(result.manifest_path.read_text())
@@ -186,13 +182,13 @@ def test_main_people_are_filtered_by_joints_size_and_distance_to_chosen_centres(
     })
 
 
-def test_without_duplication_each_image_gives_one_sample_centred_on_its_largest_person(mini, tmp_path):
+def test_without_duplication_each_image_gives_one_sample_centred_on_its_largest_person(coco_mini, mini, tmp_path):
     spec, _, _ = mini
     single = spec.model_copy(update={"duplicate_data_with_each_person_as_center": False})
     result = convert_dataset(single, "train", tmp_path / "out", show_progress=False)
     samples = list(read_shards(result.manifest_path))
     assert len(samples) == 4 and len({s["meta"]["image_id"] for s in samples}) == 4
-    coco = COCO(str(COCO_MINI / MINI_JSON))
+    coco = COCO(str(coco_mini.keypoints))
     for s in samples:
         meta = s["meta"]
         labelled = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=meta["image_id"])) if a["num_keypoints"] > 0]

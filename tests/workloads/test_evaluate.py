@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,22 +21,20 @@ from pose_workloads.evaluate import (
 from pose_workloads.errors import BadInput
 from pose_workloads.specs import COCO17
 
-COCO_MINI = Path(__file__).resolve().parents[2] / "../shared/data/coco-mini"
-GT_PATH = COCO_MINI / "annotations/person_keypoints_mini.json"
 SIGMAS = COCO17.sigmas
 
 
-def gt_people() -> list[dict]:
-    data = json.loads(GT_PATH.read_text())
+def gt_people(coco_mini) -> list[dict]:
+    data = json.loads(coco_mini.keypoints.read_text())
     return [a for a in data["annotations"] if a["num_keypoints"] > 0 and not a["iscrowd"]]
 
 
-def perturbed_results(seed: int, noise: float = 0.08) -> list[dict]:
+def perturbed_results(coco_mini, seed: int, noise: float = 0.08) -> list[dict]:
     """Ground truth moved by noise x sqrt(area), some people missed, some false poses added."""
     rng = np.random.default_rng(seed)
-    data = json.loads(GT_PATH.read_text())
+    data = json.loads(coco_mini.keypoints.read_text())
     results = []
-    for ann in gt_people():
+    for ann in gt_people(coco_mini):
         if rng.random() < 0.15:
             continue
         kps = np.array(ann["keypoints"], dtype=np.float64).reshape(17, 3)
@@ -50,10 +47,10 @@ def perturbed_results(seed: int, noise: float = 0.08) -> list[dict]:
     return results
 
 
-def exact_results() -> list[dict]:
+def exact_results(coco_mini) -> list[dict]:
     return [
         {"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0, "ann_id": a["id"]}
-        for a in gt_people()
+        for a in gt_people(coco_mini)
     ]
 
 
@@ -97,46 +94,46 @@ def test_topdown_results_rescore_by_confident_joints_and_nms_per_image():
     assert results[0]["keypoints"][2] == pytest.approx(0.9)  # the third value is the joint score
 
 
-def test_empty_results_give_zero_metrics_not_a_crash():
+def test_empty_results_give_zero_metrics_not_a_crash(coco_mini):
     for backend in ("faster", "pycocotools"):
-        metrics = coco_keypoint_metrics(GT_PATH, [], SIGMAS, backend)
+        metrics = coco_keypoint_metrics(coco_mini.keypoints, [], SIGMAS, backend)
         assert metrics == {name: 0.0 for name in METRIC_NAMES}
 
 
-def test_metric_names_are_the_coco_ten_and_exact_results_score_one():
-    metrics = coco_keypoint_metrics(GT_PATH, exact_results(), SIGMAS)
+def test_metric_names_are_the_coco_ten_and_exact_results_score_one(coco_mini):
+    metrics = coco_keypoint_metrics(coco_mini.keypoints, exact_results(coco_mini), SIGMAS)
     assert tuple(metrics) == ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
     assert metrics["AP"] == pytest.approx(1.0) and metrics["AR"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("seed,noise", [(0, 0.03), (1, 0.08), (2, 0.15)])
-def test_faster_coco_eval_and_pycocotools_give_the_same_stats(seed, noise):
+def test_faster_coco_eval_and_pycocotools_give_the_same_stats(coco_mini, seed, noise):
     # Measured: equal to the last bit or one ulp (1e-16) apart on every stat.
-    results = perturbed_results(seed, noise)
-    faster = coco_keypoint_metrics(GT_PATH, results, SIGMAS, "faster")
-    reference = coco_keypoint_metrics(GT_PATH, results, SIGMAS, "pycocotools")
+    results = perturbed_results(coco_mini, seed, noise)
+    faster = coco_keypoint_metrics(coco_mini.keypoints, results, SIGMAS, "faster")
+    reference = coco_keypoint_metrics(coco_mini.keypoints, results, SIGMAS, "pycocotools")
     assert 0.0 < reference["AP"] < 1.0
     for name in METRIC_NAMES:
         assert faster[name] == pytest.approx(reference[name], abs=1e-12), name
 
 
 @pytest.mark.parametrize("backend", ["faster", "pycocotools"])
-def test_custom_oks_sigmas_are_used(backend):
-    results = perturbed_results(1, 0.08)
-    tight = coco_keypoint_metrics(GT_PATH, results, SIGMAS, backend)
-    loose = coco_keypoint_metrics(GT_PATH, results, [s * 4 for s in SIGMAS], backend)
+def test_custom_oks_sigmas_are_used(coco_mini, backend):
+    results = perturbed_results(coco_mini, 1, 0.08)
+    tight = coco_keypoint_metrics(coco_mini.keypoints, results, SIGMAS, backend)
+    loose = coco_keypoint_metrics(coco_mini.keypoints, results, [s * 4 for s in SIGMAS], backend)
     assert loose["AP"] > tight["AP"]
 
 
-def test_results_on_images_the_ground_truth_lacks_are_refused():
+def test_results_on_images_the_ground_truth_lacks_are_refused(coco_mini):
     results = [{"image_id": 999, "category_id": 1, "keypoints": [0.0] * 51, "score": 1.0}]
     with pytest.raises(ValueError, match="999"):
-        coco_keypoint_metrics(GT_PATH, results, SIGMAS)
+        coco_keypoint_metrics(coco_mini.keypoints, results, SIGMAS)
 
 
-def test_ground_truth_with_another_joint_count_is_bad_input_naming_the_fix():
+def test_ground_truth_with_another_joint_count_is_bad_input_naming_the_fix(coco_mini):
     with pytest.raises(BadInput, match=r"person_keypoints_mini\.json.*17 joints.*14 OKS sigmas.*pose config"):
-        coco_keypoint_metrics(GT_PATH, exact_results(), SIGMAS[:14])
+        coco_keypoint_metrics(coco_mini.keypoints, exact_results(coco_mini), SIGMAS[:14])
 
 
 def test_missing_ground_truth_file_is_bad_input(tmp_path):
@@ -144,40 +141,40 @@ def test_missing_ground_truth_file_is_bad_input(tmp_path):
         coco_keypoint_metrics(tmp_path / "nothere.json", [], SIGMAS)
 
 
-def test_per_joint_error_matches_by_ann_id_with_gt_boxes():
-    results = exact_results()
+def test_per_joint_error_matches_by_ann_id_with_gt_boxes(coco_mini):
+    results = exact_results(coco_mini)
     shifted = np.array(results[0]["keypoints"], dtype=np.float64).reshape(17, 3)
     shifted[:, 0] += 3.0  # one person 3 px off: the other 11 are exact
     results[0]["keypoints"] = shifted.ravel().tolist()
-    errors = per_joint_mean_error(results, GT_PATH, SIGMAS)
-    labelled = np.array([np.array(a["keypoints"]).reshape(17, 3)[:, 2] > 0 for a in gt_people()])
+    errors = per_joint_mean_error(results, coco_mini.keypoints, SIGMAS)
+    labelled = np.array([np.array(a["keypoints"]).reshape(17, 3)[:, 2] > 0 for a in gt_people(coco_mini)])
     expected = np.where(labelled[0], 3.0, 0.0) / labelled.sum(axis=0)
     np.testing.assert_allclose(errors, expected)
 
 
-def test_per_joint_error_matches_detections_greedily_by_oks():
-    results = exact_results()
+def test_per_joint_error_matches_detections_greedily_by_oks(coco_mini):
+    results = exact_results(coco_mini)
     for r in results:
         del r["ann_id"]
         kps = np.array(r["keypoints"], dtype=np.float64).reshape(17, 3)
         kps[:, 1] += 1.0
         r["keypoints"] = kps.ravel().tolist()
     results.append({"image_id": 785, "category_id": 1, "keypoints": [5000.0] * 51, "score": 0.99})  # matches no one
-    errors = per_joint_mean_error(results, GT_PATH, SIGMAS)
+    errors = per_joint_mean_error(results, coco_mini.keypoints, SIGMAS)
     np.testing.assert_allclose(errors, 1.0)
 
 
-def test_write_evaluation_writes_both_files_atomically_with_nan_as_null(tmp_path):
+def test_write_evaluation_writes_both_files_atomically_with_nan_as_null(coco_mini, tmp_path):
     metrics = {**{name: 0.5 for name in METRIC_NAMES}, "per_joint_error_px": {"nose": float("nan"), "left_eye": np.float32(2.5)}}
-    results_path, metrics_path = write_evaluation(tmp_path / "out", exact_results(), metrics)
-    assert json.loads(results_path.read_text()) == exact_results()
+    results_path, metrics_path = write_evaluation(tmp_path / "out", exact_results(coco_mini), metrics)
+    assert json.loads(results_path.read_text()) == exact_results(coco_mini)
     written = json.loads(metrics_path.read_text())
     assert written["per_joint_error_px"] == {"nose": None, "left_eye": 2.5}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keypoints_results.json", "metrics.json"]
     # A failed write leaves the previous file whole and no temporary behind.
     with pytest.raises(TypeError):
         write_evaluation(tmp_path / "out", [{"unserialisable": object()}], metrics)
-    assert json.loads(results_path.read_text()) == exact_results()
+    assert json.loads(results_path.read_text()) == exact_results(coco_mini)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["keypoints_results.json", "metrics.json"]
 
 

@@ -4,7 +4,6 @@ batches prepared exactly as evaluation prepares images, and the calibration cach
 from __future__ import annotations
 
 import types
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,8 +17,10 @@ from pose_workloads.runtime import ModelInfo
 from pose_workloads.simple_pose import crop_boxes
 from pose_workloads.specs import COCO17, BpnetInferenceSpec, BpnetNormalization
 
-COCO_MINI = Path(__file__).resolve().parents[2] / "../shared/data/coco-mini"
-IMAGES = sorted((COCO_MINI / "images").glob("*.jpg"))
+
+@pytest.fixture
+def images(coco_mini) -> list:
+    return sorted(coco_mini.images.glob("*.jpg"))
 
 
 def _info(network: str, input_size=(256, 192), normalization=None) -> ModelInfo:
@@ -59,8 +60,8 @@ def test_bpnet_profile_for_a_strict_spec_is_one_size_like_taos_engines():
     assert profile.min == profile.opt == profile.max == (1, 3, 288, 384)
 
 
-def test_simple_pose_calibration_image_is_the_evaluation_crop_of_the_whole_image():
-    image = read_image(IMAGES[0])
+def test_simple_pose_calibration_image_is_the_evaluation_crop_of_the_whole_image(images):
+    image = read_image(images[0])
     height, width = image.shape[:2]
 
     got = tensorrt.calibration_input(image, "simple-pose", (256, 192))
@@ -70,8 +71,8 @@ def test_simple_pose_calibration_image_is_the_evaluation_crop_of_the_whole_image
     np.testing.assert_array_equal(got, crops[0])
 
 
-def test_bpnet_calibration_image_is_letterboxed_and_normalised_as_in_evaluation():
-    image = read_image(IMAGES[1])
+def test_bpnet_calibration_image_is_letterboxed_and_normalised_as_in_evaluation(images):
+    image = read_image(images[1])
     normalization = {"image_scale": [255.0, 255.0, 255.0], "image_offset": [0.25, 0.5, 0.75]}
 
     got = tensorrt.calibration_input(image, "bpnet", (288, 384), normalization)
@@ -90,9 +91,9 @@ def test_bpnet_calibration_image_is_letterboxed_and_normalised_as_in_evaluation(
     np.testing.assert_allclose(padding, np.array([[-0.25], [-0.5], [-0.75]]).repeat(padding.shape[1], 1))
 
 
-def test_calibration_batches_have_the_opt_shape_and_drop_a_partial_batch(tmp_path):
-    files = tensorrt.calibration_images(COCO_MINI / "images")
-    assert files == IMAGES
+def test_calibration_batches_have_the_opt_shape_and_drop_a_partial_batch(coco_mini, images, tmp_path):
+    files = tensorrt.calibration_images(coco_mini.images)
+    assert files == images
     info = _info("bpnet", normalization=None)
 
     batches = list(tensorrt.calibration_batches(files[:3], info, (2, 3, 64, 96), batches=8))

@@ -17,8 +17,6 @@ from pose_workloads.grouping import find_peaks, group_people
 from pose_workloads.specs import COCO17, load_pose_config
 
 ROOT = Path(__file__).resolve().parents[2]
-COCO_MINI = ROOT / "../shared/data/coco-mini"
-GT = COCO_MINI / "annotations/person_keypoints_mini.json"
 STRIDE = 8
 
 
@@ -35,14 +33,12 @@ def ground_truth_maps(people_kpts: np.ndarray, limbs, image_hw: tuple[int, int])
 
 
 @pytest.mark.parametrize("pose_config_file", ["specs/bpnet/bpnet_18joints.json", None], ids=["18_joints_with_neck", "coco17_limbs"])
-def test_ground_truth_maps_group_back_to_coco_ap_above_0_95(pose_config_file):
-    if not GT.is_file():
-        pytest.skip(f"coco-mini is not at {COCO_MINI}")
+def test_ground_truth_maps_group_back_to_coco_ap_above_0_95(coco_mini, pose_config_file):
     pose_config = load_pose_config(ROOT / pose_config_file if pose_config_file else None)
     limbs = pose_config.paf_limbs
     sources = joint_sources(COCO17.keypoints, pose_config.keypoints)
     to_coco = [pose_config.keypoints.index(name) for name in COCO17.keypoints]  # drops the neck
-    dataset = load_coco(COCO_MINI / "images", GT)
+    dataset = load_coco(coco_mini.images, coco_mini.keypoints)
 
     results = []
     for image in dataset.images:
@@ -56,5 +52,5 @@ def test_ground_truth_maps_group_back_to_coco_ap_above_0_95(pose_config_file):
 
     labelled = sum(1 for p in dataset.people if p.num_keypoints > 0)
     assert len(results) == labelled  # every labelled person found once, no fragments
-    metrics = coco_keypoint_metrics(GT, results, COCO17.oks_sigmas, backend="faster")
+    metrics = coco_keypoint_metrics(coco_mini.keypoints, results, COCO17.oks_sigmas, backend="faster")
     assert metrics["AP"] >= 0.95, metrics

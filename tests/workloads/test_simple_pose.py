@@ -23,11 +23,6 @@ from pose_workloads.simple_pose import evaluate, heatmap_accuracy, heatmap_loss,
 from pose_workloads.errors import BadInput
 from pose_workloads.specs import COCO17, PoseConfig
 
-COCO_MINI = Path(__file__).parents[2] / "../shared/data/coco-mini"
-MINI_IMAGES = COCO_MINI / "images"
-MINI_ANNOTATIONS = COCO_MINI / "annotations/person_keypoints_mini.json"
-MINI_DETECTIONS = COCO_MINI / "annotations/person_detections_mini.json"
-
 # CrowdPose's 14 joints (Li et al. 2019) with its OKS sigmas.
 CROWDPOSE = PoseConfig(
     name="crowdpose14",
@@ -51,9 +46,9 @@ def write_spec(path: Path, data: dict, **sections) -> Path:
     return path
 
 
-def mini_data(**extra) -> dict:
-    return {"train_images": str(MINI_IMAGES), "train_annotations": str(MINI_ANNOTATIONS),
-            "val_images": str(MINI_IMAGES), "val_annotations": str(MINI_ANNOTATIONS), **extra}
+def mini_data(coco_mini, **extra) -> dict:
+    return {"train_images": str(coco_mini.images), "train_annotations": str(coco_mini.keypoints),
+            "val_images": str(coco_mini.images), "val_annotations": str(coco_mini.keypoints), **extra}
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +96,8 @@ def test_heatmap_accuracy_counts_peaks_within_half_a_tenth_of_the_map():
 # ---- evaluate ----------------------------------------------------------------------------------
 
 
-def test_evaluate_with_detected_boxes_writes_results_and_every_metric(tmp_path, untrained_model, capsys):
-    spec = write_spec(tmp_path / "spec.yaml", mini_data(val_detections=str(MINI_DETECTIONS), detection_score_threshold=0.5),
+def test_evaluate_with_detected_boxes_writes_results_and_every_metric(coco_mini, tmp_path, untrained_model, capsys):
+    spec = write_spec(tmp_path / "spec.yaml", mini_data(coco_mini, val_detections=str(coco_mini.detections), detection_score_threshold=0.5),
                       evaluate={"flip_test": False, "decoder": "argmax"})
     args = argparse.Namespace(spec=str(spec), model=str(untrained_model), results_dir=str(tmp_path / "eval"), overrides=[])
     assert evaluate(args) == 0
@@ -110,24 +105,24 @@ def test_evaluate_with_detected_boxes_writes_results_and_every_metric(tmp_path, 
     assert set(METRIC_NAMES) <= set(metrics)
     assert list(metrics["per_joint_error_px"]) == COCO17.keypoints
     results = json.loads((tmp_path / "eval/keypoints_results.json").read_text())
-    boxes = [d for d in json.loads(MINI_DETECTIONS.read_text()) if d["score"] >= 0.5]
+    boxes = [d for d in json.loads(coco_mini.detections.read_text()) if d["score"] >= 0.5]
     assert 0 < len(results) <= len(boxes)
     assert {r["image_id"] for r in results} <= {b["image_id"] for b in boxes}
     assert all(len(r["keypoints"]) == 51 for r in results)
     assert "AP50" in capsys.readouterr().out
 
 
-def test_evaluate_refuses_a_model_of_another_joint_set(tmp_path, untrained_model):
+def test_evaluate_refuses_a_model_of_another_joint_set(coco_mini, tmp_path, untrained_model):
     config = tmp_path / "crowdpose.json"
     config.write_text(CROWDPOSE.model_dump_json())
-    spec = write_spec(tmp_path / "spec.yaml", mini_data(pose_config=str(config)))
+    spec = write_spec(tmp_path / "spec.yaml", mini_data(coco_mini, pose_config=str(config)))
     code = workload_main(["simple-pose", "evaluate", "-e", str(spec), "-m", str(untrained_model), "-r", str(tmp_path / "r")])
     assert code == 2
     assert not (tmp_path / "r/metrics.json").exists()
 
 
-def test_bad_spec_field_exits_2_naming_the_field(tmp_path, capsys):
-    spec = write_spec(tmp_path / "spec.yaml", mini_data(), train={"input_size": [100, 96]})
+def test_bad_spec_field_exits_2_naming_the_field(coco_mini, tmp_path, capsys):
+    spec = write_spec(tmp_path / "spec.yaml", mini_data(coco_mini), train={"input_size": [100, 96]})
     assert workload_main(["simple-pose", "train", "-e", str(spec), "-r", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "train.input_size" in err and "multiples of 32" in err and "\n" not in err.strip()
@@ -136,13 +131,13 @@ def test_bad_spec_field_exits_2_naming_the_field(tmp_path, capsys):
 # ---- inference ---------------------------------------------------------------------------------
 
 
-def test_inference_on_a_directory_uses_boxes_keyed_by_image_id(tmp_path, untrained_model):
+def test_inference_on_a_directory_uses_boxes_keyed_by_image_id(coco_mini, tmp_path, untrained_model):
     images = tmp_path / "images"
     images.mkdir()
     for name in ("000000000785.jpg", "000000040083.jpg"):
-        (images / name).write_bytes((MINI_IMAGES / name).read_bytes())
+        (images / name).write_bytes((coco_mini.images / name).read_bytes())
     boxes = tmp_path / "boxes.json"
-    chosen = [d for d in json.loads(MINI_DETECTIONS.read_text()) if d["image_id"] in (785, 40083) and d["score"] > 0.3]
+    chosen = [d for d in json.loads(coco_mini.detections.read_text()) if d["image_id"] in (785, 40083) and d["score"] > 0.3]
     boxes.write_text(json.dumps(chosen))
     args = argparse.Namespace(model=str(untrained_model), input=str(images), results_dir=str(tmp_path / "out"),
                               boxes=str(boxes), spec=None, overrides=[])
@@ -155,9 +150,9 @@ def test_inference_on_a_directory_uses_boxes_keyed_by_image_id(tmp_path, untrain
         assert drawn.shape == cv2.imread(str(images / f"{name}.jpg")).shape
 
 
-def test_inference_on_a_video_without_boxes_writes_an_annotated_video(tmp_path, untrained_model):
+def test_inference_on_a_video_without_boxes_writes_an_annotated_video(coco_mini, tmp_path, untrained_model):
     video = tmp_path / "clip.mp4"
-    frame = cv2.imread(str(MINI_IMAGES / "000000000785.jpg"))[:424]  # mp4v wants even sides
+    frame = cv2.imread(str(coco_mini.images / "000000000785.jpg"))[:424]  # mp4v wants even sides
     h, w = frame.shape[:2]
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (w, h))
     for shift in range(3):
@@ -219,20 +214,20 @@ def test_custom_14_joint_set_trains_and_evaluates_with_its_own_sigmas(tmp_path):
     assert metrics["AP"] == pytest.approx(again["AP"])
 
 
-def _repeated_annotations(path: Path, times: int) -> Path:
+def _repeated_annotations(coco_mini, path: Path, times: int) -> Path:
     """coco-mini's annotations with every person repeated: longer epochs, the same 12 people."""
-    data = json.loads(MINI_ANNOTATIONS.read_text())
+    data = json.loads(coco_mini.keypoints.read_text())
     data["annotations"] = [{**ann, "id": ann["id"] * 100 + r} for ann in data["annotations"] for r in range(times)]
     path.write_text(json.dumps(data))
     return path
 
 
 @pytest.mark.slow
-def test_small_model_overfits_coco_mini_to_ap_0_9(tmp_path):
+def test_small_model_overfits_coco_mini_to_ap_0_9(coco_mini, tmp_path):
     """Issue 3 item 9b: the whole pipeline (crops, targets, loss, decode, OKS AP) can fit real data."""
     spec = write_spec(
         tmp_path / "spec.yaml",
-        mini_data(train_annotations=str(_repeated_annotations(tmp_path / "train.json", 6))),
+        mini_data(coco_mini, train_annotations=str(_repeated_annotations(coco_mini, tmp_path / "train.json", 6))),
         augmentation={"scale_factor": 0.0, "rotation_prob": 0.0, "flip": False, "half_body_prob": 0.0},
         train={"input_size": [128, 96], "batch_size": 12, "epochs": 30, "lr": 0.002, "lr_schedule": "step",
                "lr_steps": [24], "eval_every": 0, "checkpoint_every": 30},

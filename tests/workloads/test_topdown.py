@@ -27,7 +27,6 @@ from pose_workloads.decode import decode_heatmaps
 from pose_workloads.errors import BadInput
 from pose_workloads.specs import COCO17, PoseConfig
 
-COCO_MINI = Path(__file__).resolve().parents[2] / "../shared/data/coco-mini"
 INPUT = (64, 48)  # tiny crops keep these tests fast; heatmaps 16 x 12
 CROWDPOSE = PoseConfig(
     name="crowdpose14",
@@ -201,9 +200,9 @@ def test_dataloader_batches_samples_and_metas_concatenate(tmp_path):
     assert metas.scale.shape == (5, 2)
 
 
-def test_people_from_detections_keeps_confident_person_boxes_on_known_images(tmp_path):
-    coco = load_coco(COCO_MINI / "images", COCO_MINI / "annotations/person_keypoints_mini.json")
-    detections_path = COCO_MINI / "annotations/person_detections_mini.json"
+def test_people_from_detections_keeps_confident_person_boxes_on_known_images(coco_mini, tmp_path):
+    coco = load_coco(coco_mini.images, coco_mini.keypoints)
+    detections_path = coco_mini.detections
     entries = json.loads(detections_path.read_text())
     found = people_from_detections(detections_path, coco.images, 17, score_threshold=0.5)
     assert len(found.people) == sum(e["score"] >= 0.5 for e in entries)

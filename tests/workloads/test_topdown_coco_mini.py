@@ -7,7 +7,6 @@ each other and with COCO's evaluation (4 real val2017 images, 12 labelled people
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,13 +17,10 @@ from pose_workloads.decode import decode_heatmaps, heatmap_to_image_coords
 from pose_workloads.evaluate import coco_keypoint_metrics, per_joint_mean_error, topdown_results
 from pose_workloads.specs import COCO17
 
-COCO_MINI = Path(__file__).resolve().parents[2] / "../shared/data/coco-mini"
-GT_PATH = COCO_MINI / "annotations/person_keypoints_mini.json"
-
 
 @pytest.fixture(scope="module")
-def targets_and_metas():
-    coco = load_coco(COCO_MINI / "images", GT_PATH)
+def targets_and_metas(coco_mini):
+    coco = load_coco(coco_mini.images, coco_mini.keypoints)
     dataset = TopDownDataset(coco.people, COCO17, input_size=(256, 192), train=False)
     samples = [dataset[i] for i in range(len(dataset))]
     targets = np.stack([s["target"].numpy() for s in samples])
@@ -33,14 +29,14 @@ def targets_and_metas():
 
 @pytest.mark.parametrize("backend", ["faster", "pycocotools"])
 @pytest.mark.parametrize("decoder,max_error_px", [("argmax", 2.0), ("dark", 0.5)])
-def test_gt_targets_decode_back_to_the_annotations(targets_and_metas, decoder, max_error_px, backend):
+def test_gt_targets_decode_back_to_the_annotations(coco_mini, targets_and_metas, decoder, max_error_px, backend):
     targets, metas, heatmap_size = targets_and_metas
     assert len(targets) == 12
     coords, maxvals = decode_heatmaps(targets, decoder)
     coords_img = heatmap_to_image_coords(coords, metas.center, metas.scale, heatmap_size, metas.rotation_deg)
     results = topdown_results(coords_img, maxvals, metas, COCO17.sigmas)
     assert len(results) == 12  # no real person suppressed by OKS-NMS
-    metrics = coco_keypoint_metrics(GT_PATH, results, COCO17.sigmas, backend)
+    metrics = coco_keypoint_metrics(coco_mini.keypoints, results, COCO17.sigmas, backend)
     assert metrics["AP"] >= 0.99 and metrics["AR"] >= 0.99
-    errors = per_joint_mean_error(results, GT_PATH, COCO17.sigmas)
+    errors = per_joint_mean_error(results, coco_mini.keypoints, COCO17.sigmas)
     assert np.nanmax(errors) < max_error_px
