@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from pose_workloads.export.onnx import INPUT_NAME, export_onnx  # noqa: E402
 from pose_workloads.models import build_model  # noqa: E402
-from pose_workloads.runtime import last_stage_outputs  # noqa: E402
+from pose_workloads.model_file import stage_outputs  # noqa: E402
 from pose_workloads.specs import COCO17  # noqa: E402
 
 
@@ -112,7 +112,7 @@ def main() -> None:
 
                 @torch.inference_mode()
                 def eager(images=images):
-                    return [t.numpy() for t in last_stage_outputs(case.network, model(torch.from_numpy(images)))]
+                    return [t.numpy() for t in stage_outputs(case.network, model(torch.from_numpy(images)))]
 
                 def onnxruntime(images=images):
                     return session.run(None, {INPUT_NAME: images})

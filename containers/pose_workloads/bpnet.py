@@ -91,18 +91,15 @@ def build_train_model(spec: BpnetTrainSpec, pose_config: PoseConfig, spec_path: 
       - else a pose model file: every tensor whose name and shape match is copied (TAO loads
         pretrained weights by layer name), or a torchvision-layout backbone file.
     """
-    import torch
-
+    from pose_workloads import model_file
     from pose_workloads.models import build_model, load_backbone_weights
-    from pose_workloads.runtime import load_checkpoint, model_from_checkpoint
 
     model_config = spec.model.model_dump(mode="json")
     path = spec.pretrained_weights
     if path and spec.load_graph:
-        ckpt = load_checkpoint(path)
-        if ckpt["network"] != NETWORK:
-            raise SpecError(f"{spec_path}: pretrained_weights: {path} is a {ckpt['network']} model; give a bpnet model file")
-        model = model_from_checkpoint(ckpt)
+        ckpt = model_file.read(path)
+        model_file.check_network(f"{spec_path}: pretrained_weights: {path}", ckpt["network"], NETWORK, "give a bpnet model file")
+        model = model_file.build_model(ckpt)
         heat, pafs = model.heat_channels, model.paf_channels
         if (heat, pafs) != (spec.model.heat_channels, spec.model.paf_channels):
             raise SpecError(
@@ -115,7 +112,7 @@ def build_train_model(spec: BpnetTrainSpec, pose_config: PoseConfig, spec_path: 
     if path:
         if not Path(path).is_file():
             raise SpecError(f"{spec_path}: pretrained_weights: {path} not found; give a .pth file or null")
-        loaded = torch.load(path, map_location="cpu", weights_only=False)
+        loaded = model_file.load(path)
         if isinstance(loaded, dict) and loaded.get("network") == NETWORK and "state_dict" in loaded:
             own = model.state_dict()
             matching = {k: v for k, v in loaded["state_dict"].items() if k in own and own[k].shape == v.shape}
@@ -501,45 +498,22 @@ class OpenModel(NamedTuple):
 def open_model(path: str | Path, output_stage: int | None = None) -> OpenModel:
     """A bpnet model file (.pth, .onnx, .engine) as a predictor of one stage's maps.
 
-    `.pth` files are rebuilt here (runtime's checkpoint helpers) so that any stage can be chosen
-    and the training normalisation read; exported files give their last stage.
+    `.pth` files are rebuilt (model_file.open_predictor) so that any stage can be chosen;
+    exported files give their last stage. The training normalisation comes with the file's info.
     """
-    from pose_workloads.runtime import Predictor, info_from_checkpoint, load_checkpoint, load_predictor, model_from_checkpoint
+    from pose_workloads import model_file
+    from pose_workloads.runtime import load_predictor
 
     path = Path(path)
-    if path.suffix not in (".pth", ".pt"):
+    if path.suffix in (".pth", ".pt"):
+        predictor = model_file.open_predictor(path, NETWORK, output_stage)
+    else:
         predictor = load_predictor(path)
-        _check_network(predictor.info.network, path)
+        model_file.check_network(path, predictor.info.network, NETWORK)
         if output_stage is not None:
             print(f"note: output_stage_to_use applies to .pth models; {path.name} gives its last stage", file=sys.stderr)
-        trained = predictor.info.normalization
-        return OpenModel(predictor, BpnetNormalization.model_validate(trained) if trained else None)
-
-    import torch
-
-    ckpt = load_checkpoint(path)
-    _check_network(ckpt["network"], path)
-    info = info_from_checkpoint(ckpt)
-    model = model_from_checkpoint(ckpt)
-    stages = 1 + len(model.refinements) if hasattr(model, "refinements") else None
-    if output_stage is not None and stages is not None and output_stage > stages:
-        raise BadInput(f"output_stage_to_use: {output_stage}, but {path} has {stages} stages; use 1..{stages} or null (the last)")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
-
-    @torch.inference_mode()
-    def run(images: np.ndarray) -> list[np.ndarray]:
-        outputs = model(torch.from_numpy(images).to(device))
-        heatmaps, pafs = outputs[-1] if output_stage is None else outputs[output_stage - 1]
-        return [heatmaps.float().cpu().numpy(), pafs.float().cpu().numpy()]
-
-    normalization = BpnetNormalization.model_validate(info.normalization) if info.normalization else None
-    return OpenModel(Predictor(info=info, run=run, backend="torch"), normalization)
-
-
-def _check_network(network: str, path: Path) -> None:
-    if network != NETWORK:
-        raise BadInput(f"{path}: network: this is a {network} model; use `pose {network} ...`")
+    trained = predictor.info.normalization
+    return OpenModel(predictor, BpnetNormalization.model_validate(trained) if trained else None)
 
 
 def _model_path(args, spec: BpnetInferenceSpec) -> Path:

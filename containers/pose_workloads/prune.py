@@ -39,7 +39,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from pose_workloads.files import atomic_path
+from pose_workloads import model_file
 from pose_workloads.errors import BadInput
 
 NETWORK = "bpnet"
@@ -201,36 +201,17 @@ def prune_model(model, input_hw: tuple[int, int], threshold: float, criterion: s
 # The command
 # --------------------------------------------------------------------------------------------
 
-def pruned_model_file(ckpt: dict[str, Any], model, pruning: dict[str, Any]) -> dict[str, Any]:
-    """The model-file dict of a pruned model: the usual metadata (docs/ARCHITECTURE.md), the
-    pruned weights, and the whole module (its shapes no longer follow model_config). Training
-    state (optimizer, epoch, ...) is dropped: it belongs to the unpruned shapes."""
-    model = model.cpu().eval()
-    return {
-        "network": ckpt["network"],
-        "model_config": dict(ckpt.get("model_config") or {}),
-        "pose_config": ckpt["pose_config"],
-        "input_size": list(ckpt["input_size"]),
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "module": model,
-        "spec": ckpt.get("spec"),
-        "pruning": pruning,
-    }
-
-
 def main(args) -> int:
     """`pose bpnet prune -m MODEL -o OUT -pth 0.1 [-eq union] [-pg 8]`."""
     from pose_workloads.models import count_flops, count_parameters
-    from pose_workloads.runtime import load_checkpoint, model_from_checkpoint
 
     output = Path(args.output)
     if output.suffix not in (".pth", ".pt"):
         raise BadInput(f"-o {args.output}: the pruned model file must end in .pth (model files are opened by suffix); "
                        "e.g. model_pruned.pth")
-    ckpt = load_checkpoint(args.model)
-    if ckpt["network"] != NETWORK:
-        raise BadInput(f"{args.model}: network: this is a {ckpt['network']} model; pruning is for bpnet models")
-    model = model_from_checkpoint(ckpt).float()
+    ckpt = model_file.read(args.model)
+    model_file.check_network(args.model, ckpt["network"], NETWORK, "pruning is for bpnet models")
+    model = model_file.build_model(ckpt).float()
     input_hw = tuple(int(v) for v in ckpt["input_size"])
     shape = (1, 3, *input_hw)
     params_before, flops_before = count_parameters(model), count_flops(model, shape)
@@ -242,10 +223,11 @@ def main(args) -> int:
         "threshold": args.threshold, "criterion": args.criterion, "granularity": args.granularity,
         "source": str(args.model), "parameters": [params_before, params_after], "flops": [flops_before, flops_after],
     }
-    import torch
-
-    with atomic_path(output) as tmp:
-        torch.save(pruned_model_file(ckpt, result.model, pruning), tmp)
+    # The whole module too: the pruned shapes no longer follow model_config. Training state
+    # (optimizer, epoch, ...) is dropped: it belongs to the unpruned shapes.
+    pruned = result.model.cpu().eval()
+    model_file.write(output, model_file.contents(ckpt["network"], pruned, ckpt.get("model_config"), ckpt["pose_config"],
+                                                 ckpt["input_size"], spec=ckpt.get("spec"), save_module=True, pruning=pruning))
 
     print(f"pruned {args.model} at -pth {args.threshold:g} -eq {args.criterion} -pg {args.granularity}: "
           f"{changed} of {len(result.plans)} channel groups narrowed, "

@@ -1,139 +1,27 @@
 """Run a trained model from any of its files: `.pth` (PyTorch), `.onnx` (onnxruntime), `.engine`
 (TensorRT). Evaluate and inference call `load_predictor(path)` and never care which it was.
 
-Every model file carries the same metadata (network, pose config, input size), so a file is all a
-user has to pass: in the `.pth` dict (docs/ARCHITECTURE.md), in the ONNX `metadata_props` under
-`pose`, and in a `<engine>.json` sidecar beside a TensorRT engine.
+Every model file carries the same metadata (`predictor.ModelInfo`: network, pose config, input
+size), so a file is all a user has to pass: in the `.pth` dict (model_file.py), in the ONNX
+`metadata_props` under `pose`, and in a `<engine>.json` sidecar beside a TensorRT engine.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
+from pose_workloads import model_file
 from pose_workloads.errors import BadInput
-from pose_workloads.specs import PoseConfig
+from pose_workloads.predictor import ModelInfo, Predictor
 
 ONNX_METADATA_KEY = "pose"
 
 
-@dataclass
-class ModelInfo:
-    """What a model file says about itself."""
-
-    network: str  # "simple-pose" | "bpnet"
-    pose_config: PoseConfig
-    input_size: tuple[int, int]  # (height, width) it was trained at
-    model_config: dict[str, Any] = field(default_factory=dict)
-    # bpnet: the train spec's dataloader.normalization_params (image_scale, image_offset) the model
-    # was trained with, so that an exported file normalises as training did; None = the defaults.
-    # Simple Pose always uses ImageNet mean/std.
-    normalization: dict[str, Any] | None = None
-
-    def to_json(self) -> str:
-        return json.dumps({
-            "network": self.network,
-            "pose_config": self.pose_config.model_dump(mode="json"),
-            "input_size": list(self.input_size),
-            "model_config": self.model_config,
-            "normalization": self.normalization,
-        })
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
-        return cls(
-            network=data["network"],
-            pose_config=PoseConfig.model_validate(data["pose_config"]),
-            input_size=tuple(data["input_size"]),
-            model_config=dict(data.get("model_config") or {}),
-            normalization=data.get("normalization"),
-        )
-
-
-@dataclass
-class Predictor:
-    """`predictor(images)` with images (N,3,H,W) float32, normalised as in training, returns the
-    network's outputs as float32 arrays: simple-pose `[heatmaps (N,K,H/4,W/4)]`, bpnet
-    `[heatmaps (N,K+1,H/8,W/8), pafs (N,2L,H/8,W/8)]` (the last stage)."""
-
-    info: ModelInfo
-    run: Callable[[np.ndarray], list[np.ndarray]]
-    backend: str  # "torch" | "onnxruntime" | "tensorrt"
-    fixed_input: tuple[int, int] | None = None  # (H, W) when the model cannot change size (engines)
-
-    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
-        return self.run(np.ascontiguousarray(images, dtype=np.float32))
-
-
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
-    """The `.pth` dict, checked for the keys every model file has."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"{path}: model file not found; pass the .pth written by train (e.g. RESULTS/model_best.pth)")
-    # weights_only=False: pruned models are whole pickled modules (TAO's load_graph). Only load
-    # model files you trust, as with any PyTorch checkpoint.
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    missing = [k for k in ("network", "pose_config", "input_size") if k not in ckpt]
-    if missing or ("state_dict" not in ckpt and "module" not in ckpt):
-        raise BadInput(f"{path}: not a pose model file (missing {', '.join(missing) or 'state_dict'}); "
-                       "pass a checkpoint written by `pose ... train`")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict[str, Any]):
-    """Rebuild the nn.Module: the pickled module of a pruned model, else build + load weights."""
-    from pose_workloads.models import build_model
-
-    if ckpt.get("module") is not None:
-        model = ckpt["module"]
-        if ckpt.get("state_dict"):
-            model.load_state_dict(ckpt["state_dict"])
-        return model
-    pose_config = PoseConfig.model_validate(ckpt["pose_config"])
-    # pretrained=False: the backbone's weights file was only needed at the start of training.
-    model = build_model(ckpt["network"], ckpt.get("model_config") or {}, pose_config.num_joints, pretrained=False)
-    model.load_state_dict(ckpt["state_dict"])
-    return model
-
-
-def info_from_checkpoint(ckpt: dict[str, Any]) -> ModelInfo:
-    info = ModelInfo.from_dict(ckpt)
-    spec = ckpt.get("spec")
-    if info.normalization is None and isinstance(spec, dict):
-        info.normalization = (spec.get("dataloader") or {}).get("normalization_params")
-    return info
-
-
-def last_stage_outputs(network: str, outputs: Any) -> list:
-    """The prediction of a forward pass: simple-pose returns heatmaps; bpnet returns a list of
-    (heatmaps, pafs) per stage, of which the last is the prediction."""
-    if network == "bpnet":
-        heatmaps, pafs = outputs[-1]
-        return [heatmaps, pafs]
-    return [outputs]
-
-
 def _torch_predictor(path: Path, device: str | None) -> Predictor:
-    import torch
-
-    ckpt = load_checkpoint(path)
-    info = info_from_checkpoint(ckpt)
-    model = model_from_checkpoint(ckpt)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(dev).eval()
-
-    @torch.inference_mode()
-    def run(images: np.ndarray) -> list[np.ndarray]:
-        outputs = model(torch.from_numpy(images).to(dev))
-        return [o.float().cpu().numpy() for o in last_stage_outputs(info.network, outputs)]
-
-    return Predictor(info=info, run=run, backend="torch")
+    return model_file.open_predictor(path, device=device)
 
 
 def _onnx_predictor(path: Path, device: str | None) -> Predictor:

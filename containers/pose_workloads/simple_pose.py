@@ -258,11 +258,11 @@ def train(args) -> int:
 # ------------------------------------------------------------------------------------------------
 
 def _open_model(path: str | Path):
+    from pose_workloads.model_file import check_network
     from pose_workloads.runtime import load_predictor
 
     predictor = load_predictor(path)
-    if predictor.info.network != NETWORK:
-        raise BadInput(f"{path}: network: this is a {predictor.info.network} model; use `pose {predictor.info.network} ...`")
+    check_network(path, predictor.info.network, NETWORK)
     return predictor
 
 

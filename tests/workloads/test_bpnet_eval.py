@@ -21,7 +21,7 @@ from pose_workloads import bpnet
 from pose_workloads.__main__ import main
 from pose_workloads.data import coco as coco_module
 from pose_workloads.data.bottomup import bpnet_labels, joint_sources, to_model_joints
-from pose_workloads.runtime import ModelInfo, Predictor
+from pose_workloads.predictor import ModelInfo, Predictor
 from pose_workloads.specs import COCO17, BpnetInferenceSpec, BpnetNormalization, load_pose_config, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -263,9 +263,9 @@ def test_inference_on_a_video_writes_every_frame(lively_model, tmp_path):
 
 
 def test_output_stage_to_use_picks_that_stage(lively_model):
-    from pose_workloads.runtime import load_checkpoint, model_from_checkpoint
+    from pose_workloads.model_file import build_model as model_from_file, read as read_model_file
 
-    model = model_from_checkpoint(load_checkpoint(lively_model)).eval()
+    model = model_from_file(read_model_file(lively_model)).eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 48)).astype(np.float32)
     with torch.inference_mode():
         stages = [[t.numpy() for t in stage] for stage in model(torch.from_numpy(x))]

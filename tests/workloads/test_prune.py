@@ -11,7 +11,8 @@ import torch
 from pose_workloads import prune
 from pose_workloads.__main__ import build_parser
 from pose_workloads.models import build_model
-from pose_workloads.runtime import load_checkpoint, load_predictor, model_from_checkpoint
+from pose_workloads.model_file import build_model as model_from_file, read as read_model_file
+from pose_workloads.runtime import load_predictor
 from pose_workloads.errors import BadInput
 from pose_workloads.specs import COCO17
 
@@ -153,12 +154,12 @@ def test_prune_command_writes_a_whole_module_that_loads_and_exports(model_file, 
     assert after < before
     assert int(flops_line.split()[2].replace(",", "")) < int(flops_line.split()[1].replace(",", ""))
 
-    ckpt = load_checkpoint(output)
+    ckpt = read_model_file(output)
     assert isinstance(ckpt["module"], torch.nn.Module)
     assert ckpt["pruning"]["parameters"] == [before, after]
     assert ckpt["input_size"] == [64, 64] and ckpt["spec"] == spec
     ckpt["model_config"] = {}  # the module alone rebuilds it
-    assert sum(p.numel() for p in model_from_checkpoint(ckpt).parameters()) == after
+    assert sum(p.numel() for p in model_from_file(ckpt).parameters()) == after
 
     predictor = load_predictor(output, device="cpu")
     assert predictor.info.normalization == spec["dataloader"]["normalization_params"]
@@ -199,7 +200,7 @@ def test_pruned_model_retrains_through_load_graph_and_stays_pruned(model_file, t
 
     pruned = tmp_path / "pruned.pth"
     assert prune.main(_prune_args(model_file("bpnet", (64, 64)), pruned, "-pth", "0.9")) == 0
-    pruned_params = load_checkpoint(pruned)["pruning"]["parameters"][1]
+    pruned_params = read_model_file(pruned)["pruning"]["parameters"][1]
     spec = BpnetTrainSpec.model_validate({
         "pretrained_weights": str(pruned), "load_graph": True, "amp": False,
         "model": {"backbone_attributes": {"architecture": "tiny"}, "stages": 2},
@@ -221,8 +222,8 @@ def test_pruned_model_retrains_through_load_graph_and_stays_pruned(model_file, t
     weights_before = {k: v.clone() for k, v in model.state_dict().items()}
     run_training(job)
 
-    final = load_checkpoint(results / "model_final.pth")
-    assert sum(p.numel() for p in model_from_checkpoint(final).parameters()) == pruned_params
+    final = read_model_file(results / "model_final.pth")
+    assert sum(p.numel() for p in model_from_file(final).parameters()) == pruned_params
     changed = [k for k, v in final["state_dict"].items() if not torch.equal(v, weights_before[k])]
     assert changed, "one SGD step must move the weights"
     heatmaps, pafs = load_predictor(results / "model_final.pth", device="cpu")(np.zeros((1, 3, 64, 64), np.float32))

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from pose_workloads.export.tensorrt import tensorrt_unavailable
-from pose_workloads.runtime import ModelInfo, engine_sidecar, info_from_checkpoint, load_predictor
+from pose_workloads.model_file import model_info
+from pose_workloads.predictor import ModelInfo
+from pose_workloads.runtime import engine_sidecar, load_predictor
 from pose_workloads.errors import BadInput
 from pose_workloads.specs import COCO17
 
@@ -28,8 +30,8 @@ def test_checkpoint_info_carries_the_training_normalization():
     ckpt = {"network": "bpnet", "pose_config": COCO17.model_dump(), "input_size": [64, 64],
             "spec": {"dataloader": {"normalization_params": NORMALIZATION}}}
 
-    assert info_from_checkpoint(ckpt).normalization == NORMALIZATION
-    assert info_from_checkpoint({**ckpt, "spec": None}).normalization is None
+    assert model_info(ckpt).normalization == NORMALIZATION
+    assert model_info({**ckpt, "spec": None}).normalization is None
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notice (see pose_workloads/export)

@@ -9,7 +9,8 @@ from pathlib import Path
 from pose_workloads.errors import BadInput
 from pose_workloads.export.onnx import INPUT_NAME, LAYOUTS, ExportFailed, export_onnx
 from pose_workloads.export.tensorrt import DATA_TYPES, Calibration, build_engine, calibration_images, engine_profile, shape_text
-from pose_workloads.runtime import engine_sidecar, info_from_checkpoint, load_checkpoint
+from pose_workloads import model_file
+from pose_workloads.runtime import engine_sidecar
 from pose_workloads.specs import BpnetInferenceSpec, load_spec
 
 
@@ -42,10 +43,9 @@ def main(args) -> int:
     inference_spec_path = getattr(args, "inference_spec", None)
     inference_spec = load_spec(BpnetInferenceSpec, inference_spec_path) if inference_spec_path else None
 
-    ckpt = load_checkpoint(args.model)
-    if ckpt["network"] != network:
-        raise BadInput(f"{args.model}: network: this is a {ckpt['network']} model; use `pose {ckpt['network']} export`")
-    info = info_from_checkpoint(ckpt)
+    ckpt = model_file.read(args.model)
+    model_file.check_network(args.model, ckpt["network"], network, f"use `pose {ckpt['network']} export`")
+    info = model_file.model_info(ckpt)
     del ckpt
 
     try:

@@ -13,14 +13,9 @@ from typing import NamedTuple
 import numpy as np
 
 from pose_workloads.errors import BadInput, TaskFailed
-from pose_workloads.runtime import (
-    ONNX_METADATA_KEY,
-    ModelInfo,
-    info_from_checkpoint,
-    last_stage_outputs,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from pose_workloads import model_file
+from pose_workloads.predictor import ModelInfo
+from pose_workloads.runtime import ONNX_METADATA_KEY
 
 INPUT_NAME = "images"
 
@@ -90,12 +85,12 @@ def _last_stage_module(network: str, model):
             self.model = model
 
         def forward(self, images):
-            return tuple(last_stage_outputs(network, self.model(images)))
+            return tuple(model_file.stage_outputs(network, self.model(images)))
 
     return LastStage().eval()
 
 
-def export_onnx(model_file: str | Path, onnx_path: str | Path, opset: int = 17) -> list[ExportCheck]:
+def export_onnx(model_path: str | Path, onnx_path: str | Path, opset: int = 17) -> list[ExportCheck]:
     """Write `onnx_path` from a `.pth` model file, checked and compared with PyTorch.
 
     The file holds only the prediction (bpnet: the last stage), dynamic axes per `LAYOUTS`, and
@@ -114,10 +109,10 @@ def export_onnx(model_file: str | Path, onnx_path: str | Path, opset: int = 17) 
     import torch
 
     onnx_path = Path(onnx_path)
-    ckpt = load_checkpoint(model_file)
-    info = info_from_checkpoint(ckpt)
+    ckpt = model_file.read(model_path)
+    info = model_file.model_info(ckpt)
     layout = LAYOUTS[info.network]
-    model = _last_stage_module(info.network, model_from_checkpoint(ckpt).float().eval())
+    model = _last_stage_module(info.network, model_file.build_model(ckpt).float().eval())
     generator = torch.Generator().manual_seed(0)
     shapes = check_shapes(info.network, tuple(info.input_size))
     example = torch.randn(shapes[0], generator=generator)
@@ -136,7 +131,7 @@ def export_onnx(model_file: str | Path, onnx_path: str | Path, opset: int = 17) 
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
         proto.metadata_props.add(key=ONNX_METADATA_KEY, value=info.to_json())
-        proto.doc_string = f"pose {info.network} model exported from {Path(model_file).name}"
+        proto.doc_string = f"pose {info.network} model exported from {Path(model_path).name}"
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
 

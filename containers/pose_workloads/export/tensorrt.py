@@ -15,7 +15,8 @@ import numpy as np
 from pose_workloads.errors import BadInput
 from pose_workloads.export.onnx import ExportFailed, read_onnx_info
 from pose_workloads.files import write_atomic
-from pose_workloads.runtime import ModelInfo, engine_sidecar
+from pose_workloads.predictor import ModelInfo
+from pose_workloads.runtime import engine_sidecar
 from pose_workloads.specs import BpnetInferenceSpec, BpnetNormalization
 
 # bpnet engines with adjust_network_input accept images up to this many times wider than tall

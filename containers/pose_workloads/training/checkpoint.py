@@ -7,8 +7,6 @@ of the epoch's files, atomically, so a resume never finds it newer than the othe
 
 from __future__ import annotations
 
-import copy
-import io
 import math
 import random
 from pathlib import Path
@@ -18,8 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pose_workloads.errors import BadInput
-from pose_workloads.files import write_atomic
+from pose_workloads import model_file
 from pose_workloads.training.job import TrainJob
 
 CHECKPOINT_LAST = "checkpoint_last.pth"
@@ -31,35 +28,14 @@ MODEL_BEST = "model_best.pth"
 MODEL_FINAL = "model_final.pth"
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save through a temp file: a reader (or a resume after kill -9) never sees half a file.
-    Serialised in memory first, so that a full disk is refused knowing the bytes needed (torch's
-    own writer reports only "file write failed")."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_atomic(path, buffer.getvalue())
+def _model_file(job: TrainJob, model: nn.Module, **extra: Any) -> dict[str, Any]:
+    """The model-file dict (model_file.contents) of the job's model, plus `extra` training state."""
+    return model_file.contents(job.network, model, job.model_config, job.pose_config, job.input_size,
+                               spec=job.spec, save_module=job.save_module, **extra)
 
 
-def model_file(job: TrainJob, model: nn.Module, **extra: Any) -> dict[str, Any]:
-    """The self-describing model dict of docs/ARCHITECTURE.md (state_dict on CPU, not DDP-prefixed)."""
-    return {
-        "network": job.network,
-        "model_config": dict(job.model_config),
-        "pose_config": job.pose_config.model_dump(mode="json"),
-        "input_size": [int(job.input_size[0]), int(job.input_size[1])],
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "spec": _spec_dict(job.spec),
-        **({"module": copy.deepcopy(model).cpu()} if job.save_module else {}),
-        **extra,
-    }
-
-
-def _spec_dict(spec: Any) -> Any:
-    if spec is None:
-        return None
-    if hasattr(spec, "model_dump"):
-        return spec.model_dump(mode="json", by_alias=True)
-    return spec
+def save_final(results_dir: Path, job: TrainJob, model: nn.Module, best_ap: float) -> None:
+    model_file.write(results_dir / MODEL_FINAL, _model_file(job, model, epoch=job.epochs, best_ap=best_ap))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -86,7 +62,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def remove_stale_temp_files(results_dir: Path) -> None:
-    # A process killed inside save_atomic leaves its temp file; nothing else writes `.*.tmp` here.
+    # A process killed inside model_file.write leaves its temp file; nothing else writes `.*.tmp` here.
     for tmp in results_dir.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
 
@@ -101,12 +77,9 @@ def resume(path: Path, job: TrainJob, model: nn.Module, optimizer, scheduler, sc
     the RNGs; None when there is nothing to resume. A checkpoint of another network is BadInput."""
     if not path.is_file():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=not job.save_module)
-    if ckpt.get("network") != job.network:
-        raise BadInput(
-            f"{path}: network: this checkpoint is a {ckpt.get('network')!r} model, not {job.network!r}; "
-            "use another results directory"
-        )
+    # weights_only unless the job pickles its module: training's own files hold tensors and plain types.
+    ckpt = model_file.load(path, weights_only=not job.save_module)
+    model_file.check_network(path, ckpt.get("network"), job.network, "use another results directory")
     model.load_state_dict(ckpt["state_dict"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -129,8 +102,8 @@ def save_epoch(results_dir: Path, job: TrainJob, model: nn.Module, done: int, op
         "best_ap": best_ap,
     }
     if improved:
-        save_atomic(model_file(job, model, epoch=done, best_ap=best_ap), results_dir / MODEL_BEST)
+        model_file.write(results_dir / MODEL_BEST, _model_file(job, model, epoch=done, best_ap=best_ap))
     if done % job.checkpoint_every == 0:
-        save_atomic(model_file(job, model, **state), results_dir / f"checkpoint_epoch_{done:03d}.pth")
+        model_file.write(results_dir / f"checkpoint_epoch_{done:03d}.pth", _model_file(job, model, **state))
     # Last: a resume must never find a checkpoint_last newer than the files above.
-    save_atomic(model_file(job, model, **state), results_dir / CHECKPOINT_LAST)
+    model_file.write(results_dir / CHECKPOINT_LAST, _model_file(job, model, **state))

@@ -23,7 +23,7 @@ from pose_workloads.errors import TaskFailed
 from pose_workloads.progress import EpochProgress
 from pose_workloads.ranks import Processes, init_processes
 from pose_workloads.specs import save_spec
-from pose_workloads.training.checkpoint import CHECKPOINT_LAST, MODEL_FINAL, model_file, remove_stale_temp_files, resume, save_atomic, save_epoch
+from pose_workloads.training.checkpoint import CHECKPOINT_LAST, remove_stale_temp_files, resume, save_epoch, save_final
 from pose_workloads.training.data import batches, iterations_per_epoch, make_train_loader, seed_everything, to_device
 from pose_workloads.training.job import TrainJob
 from pose_workloads.training.metrics import MetricsLog, epoch_line
@@ -262,7 +262,7 @@ def _train(job: TrainJob, procs: Processes) -> dict[str, Any]:
                 dist.barrier()
 
         if procs.is_main:
-            save_atomic(model_file(job, model, epoch=job.epochs, best_ap=best_ap), results_dir / MODEL_FINAL)
+            save_final(results_dir, job, model, best_ap)
     finally:
         if log is not None:
             log.close()
