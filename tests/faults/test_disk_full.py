@@ -13,14 +13,14 @@ import torch
 
 from pose_workloads.errors import DiskFull
 from pose_workloads.files import write_atomic
-from pose_workloads.training.checkpoint import save_atomic
+from pose_workloads.model_file import write as save_model_file
 
 Usage = namedtuple("Usage", "total used free")
 
 
 def _previous_checkpoint(folder: Path) -> tuple[Path, bytes]:
     path = folder / "checkpoint_last.pth"
-    save_atomic({"epoch": 1, "state_dict": {"w": torch.ones(3)}}, path)
+    save_model_file(path, {"epoch": 1, "state_dict": {"w": torch.ones(3)}})
     return path, path.read_bytes()
 
 
@@ -28,7 +28,7 @@ def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     path, before = _previous_checkpoint(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda folder: Usage(10**9, 10**9 - 100, 100))
     with pytest.raises(DiskFull) as err:
-        save_atomic({"epoch": 2, "state_dict": {"w": torch.zeros(1000)}}, path)
+        save_model_file(path, {"epoch": 2, "state_dict": {"w": torch.zeros(1000)}})
     line = str(err.value)
     assert "\n" not in line
     assert line.startswith(f"{tmp_path}: no space left for checkpoint_last.pth: it needs ")
@@ -44,7 +44,7 @@ def test_enospc_while_writing_is_one_line_and_keeps_the_previous_file(tmp_path):
     path, before = _previous_checkpoint(tmp_path)
     (tmp_path / f".checkpoint_last.pth.{os.getpid()}.tmp").symlink_to("/dev/full")
     with pytest.raises(DiskFull, match=rf"^{tmp_path}: no space left for checkpoint_last.pth: it needs [\d,]+ bytes, [\d,]+ free"):
-        save_atomic({"epoch": 2, "state_dict": {"w": torch.zeros(10)}}, path)
+        save_model_file(path, {"epoch": 2, "state_dict": {"w": torch.zeros(10)}})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pth"]
 
