@@ -16,7 +16,8 @@ from pycocotools.coco import COCO
 from pose_workloads.__main__ import main as workload_main
 from pose_workloads.data import convert, synth
 from pose_workloads.data.coco import Person
-from pose_workloads.data.convert import ShardSamples, convert_dataset, main_people, manifest_samples, read_shards
+from pose_workloads.data.convert import convert_dataset, main_people
+from pose_workloads.data.shards import MANIFEST, ShardSamples, manifest_samples, read_shards
 from pose_workloads.specs import BpnetDatasetSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +101,7 @@ def test_partial_output_from_a_killed_run_is_rewritten(mini, tmp_path):
     (out / ".shard-000001.tar.999.tmp").write_bytes(b"left by kill -9")
     result = convert_dataset(spec, "train", out, generate_masks=True, show_progress=False)
     assert not result.up_to_date and _bytes(out) == complete
-    (out / convert.MANIFEST).unlink()
+    (out / MANIFEST).unlink()
     assert not convert_dataset(spec, "train", out, generate_masks=True, show_progress=False).up_to_date
     assert _bytes(out) == complete
 
@@ -112,7 +113,7 @@ def test_a_changed_spec_is_converted_again(mini, tmp_path):
     stricter = spec.model_copy(update={"min_keypoints": 16})
     result = convert_dataset(stricter, "train", out, show_progress=False)
     assert not result.up_to_date and result.samples == 5  # coco-mini has five people with >= 16 joints
-    assert json.loads((out / convert.MANIFEST).read_text())["not_main"]["fewer labelled joints than min_keypoints"] == 7
+    assert json.loads((out / MANIFEST).read_text())["not_main"]["fewer labelled joints than min_keypoints"] == 7
 
 
 def test_synthetic_crowds_are_masked_except_where_labelled_people_cover_them(tmp_path):

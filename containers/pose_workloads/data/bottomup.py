@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pose_workloads.data.convert import read_manifest, read_shards
+from pose_workloads.data.shards import read_manifest, read_shards
 from pose_workloads.specs import BadInput, load_pose_config
 
 # --------------------------------------------------------------------------------------------
