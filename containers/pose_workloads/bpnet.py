@@ -81,6 +81,20 @@ def train_manifests(spec: BpnetTrainSpec, spec_path: str | Path) -> list[Path]:
     return manifests
 
 
+def shard_dataset(spec: BpnetTrainSpec, manifests: list[Path], pose_config: PoseConfig, train: bool = True):
+    """The BpnetShardDataset the train spec's dataloader section describes."""
+    from pose_workloads.data.bottomup import BpnetShardDataset
+
+    loader = spec.dataloader
+    dims = loader.image_config.image_dims
+    return BpnetShardDataset(
+        manifests, pose_config, (dims.height, dims.width), tuple(loader.pose_config.target_shape),
+        augmentation=loader.augmentation_config, labels=loader.label_processor_config,
+        normalization=loader.normalization_params, shuffle_buffer_size=loader.shuffle_buffer_size,
+        train=train, seed=spec.seed,
+    )
+
+
 def build_train_model(spec: BpnetTrainSpec, pose_config: PoseConfig, spec_path: str | Path):
     """The model to train and the model_config its checkpoints record.
 
@@ -193,7 +207,6 @@ def train(args) -> int:
     """`bpnet train -e SPEC -r RESULTS [-k KEY] [--gpus N] [--set k=v]`; resumes from RESULTS."""
     import torch
 
-    from pose_workloads.data.bottomup import BpnetShardDataset
     from pose_workloads.models import stagewise_param_groups
     from pose_workloads.training.data import seed_everything
     from pose_workloads.training.job import TrainJob
@@ -209,7 +222,7 @@ def train(args) -> int:
     check_channels(spec, pose_config, args.spec)
 
     # Data first: a missing conversion fails here, before a model is built.
-    dataset = BpnetShardDataset(train_manifests(spec, args.spec), spec, pose_config, train=True)
+    dataset = shard_dataset(spec, train_manifests(spec, args.spec), pose_config, train=True)
     batch_size = spec.dataloader.batch_size
     steps = max(1, math.ceil(len(dataset) / (world_size * batch_size)))
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pose_workloads.data import bottomup
-from pose_workloads.data.bottomup import BpnetShardDataset, shuffled
+from pose_workloads.bpnet import shard_dataset
+from pose_workloads.data.bottomup import shuffled
 from pose_workloads.errors import BadInput
 from pose_workloads.specs import BpnetTrainSpec, load_pose_config
 
@@ -38,7 +39,7 @@ def as_arrays(example: dict) -> dict:
 
 
 def test_samples_have_the_spec_shapes_and_tao_normalisation(converted):
-    dataset = BpnetShardDataset([converted], train_spec(converted), POSE_18)
+    dataset = shard_dataset(train_spec(converted), [converted], POSE_18)
     examples = list(dataset)
     assert len(examples) == len(dataset) == json.loads((converted / "manifest.json").read_text())["samples"]
     first = examples[0]
@@ -55,7 +56,7 @@ def test_samples_have_the_spec_shapes_and_tao_normalisation(converted):
 
 
 def test_an_epoch_is_a_function_of_seed_and_epoch(converted):
-    dataset = BpnetShardDataset([converted], train_spec(converted), POSE_18)
+    dataset = shard_dataset(train_spec(converted), [converted], POSE_18)
     dataset.set_epoch(1)
     first = [as_arrays(e) for e in dataset]
     again = [as_arrays(e) for e in dataset]
@@ -71,7 +72,7 @@ def test_an_epoch_is_a_function_of_seed_and_epoch(converted):
 
 def test_parts_cover_every_sample_once_and_augment_it_as_one_process_would(converted, monkeypatch):
     spec = train_spec(converted)
-    dataset = BpnetShardDataset([converted], spec, POSE_18)
+    dataset = shard_dataset(spec, [converted], POSE_18)
     dataset.set_epoch(4)
     whole = {e["index"]: as_arrays(e) for e in dataset}
 
@@ -89,15 +90,15 @@ def test_parts_cover_every_sample_once_and_augment_it_as_one_process_would(conve
 
 
 def test_several_splits_are_one_stream(converted):
-    single = len(BpnetShardDataset([converted], train_spec(converted), POSE_18))
-    dataset = BpnetShardDataset([converted, converted], train_spec(converted), POSE_18, train=False)
+    single = len(shard_dataset(train_spec(converted), [converted], POSE_18))
+    dataset = shard_dataset(train_spec(converted), [converted, converted], POSE_18, train=False)
     indices = [e["index"] for e in dataset]
     assert indices == list(range(2 * single)) and len(dataset) == 2 * single
 
 
 def test_eval_mode_is_in_order_without_augmentation(converted):
     spec = train_spec(converted)
-    dataset = BpnetShardDataset([converted], spec, POSE_18, train=False)
+    dataset = shard_dataset(spec, [converted], POSE_18, train=False)
     dataset.set_epoch(0)
     a = [as_arrays(e) for e in dataset]
     dataset.set_epoch(5)
@@ -110,7 +111,7 @@ def test_eval_mode_is_in_order_without_augmentation(converted):
 def test_annotations_without_a_model_joint_are_refused_naming_it(converted, tmp_path):
     odd = POSE_18.model_copy(update={"keypoints": ["head_top"] + POSE_18.keypoints[1:]})
     with pytest.raises(BadInput, match="'head_top'"):
-        BpnetShardDataset([converted], train_spec(converted), odd)
+        shard_dataset(train_spec(converted), [converted], odd)
 
 
 def test_streaming_shuffle_keeps_every_item_and_depends_on_the_seed():

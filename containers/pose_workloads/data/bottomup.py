@@ -23,9 +23,8 @@ Coordinate spaces:
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -33,7 +32,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pose_workloads.data.shards import read_manifest, read_shards
-from pose_workloads.specs import BadInput, load_pose_config
+from pose_workloads import ranks
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import BpnetAugmentation, BpnetLabelProcessor, BpnetNormalization, PoseConfig
 
 # --------------------------------------------------------------------------------------------
 # Model joints from annotated joints
@@ -463,21 +464,35 @@ class BpnetShardDataset(IterableDataset):
 
     Args:
         manifests: the dataset_convert outputs (folders or their manifest.json).
-        spec: `specs.BpnetTrainSpec` (dataloader section and seed).
-        pose_config: the model's joint set (None: the spec's pose_config_path); the annotations'
-            comes from each manifest and is mapped onto it by name (`joint_sources`: the 18-joint
-            neck is derived).
+        pose_config: the model's joint set; the annotations' comes from each manifest and is
+            mapped onto it by name (`joint_sources`: the 18-joint neck is derived).
+        input_size: (height, width) of the network input (the spec's image_dims).
+        target_size: (height, width) of the label maps; input_size / target_size is the stride.
+        augmentation, labels, normalization: the train spec's dataloader sections.
+        shuffle_buffer_size: samples shuffled together in train mode.
         train: augment and shuffle; False = NO_AUGMENTATION, in order.
+        seed: augmentation and shuffling draw from (seed, epoch, index).
     """
 
     shards_by_rank = True
 
-    def __init__(self, manifests: list[str | Path], spec, pose_config=None, train: bool = True):
-        if pose_config is None:
-            pose_config = load_pose_config(spec.dataloader.pose_config.pose_config_path)
+    def __init__(
+        self,
+        manifests: Sequence[str | Path],
+        pose_config: PoseConfig,
+        input_size: tuple[int, int],
+        target_size: tuple[int, int],
+        augmentation: BpnetAugmentation = BpnetAugmentation(),
+        labels: BpnetLabelProcessor = BpnetLabelProcessor(),
+        normalization: BpnetNormalization = BpnetNormalization(),
+        shuffle_buffer_size: int = 2000,
+        train: bool = True,
+        seed: int = 0,
+    ):
         self.manifests = [Path(m) for m in manifests]
-        self.loader = spec.dataloader
-        self.seed = int(spec.seed)
+        self.augmentation, self.label_settings = augmentation, labels
+        self.shuffle_buffer_size = int(shuffle_buffer_size)
+        self.seed = int(seed)
         self.pose_config = pose_config
         self.train = train
         self.epoch = 0
@@ -491,13 +506,11 @@ class BpnetShardDataset(IterableDataset):
             except ValueError as err:
                 raise BadInput(f"{path}: pose_config.keypoints: {err}") from None
             self.sizes.append(int(manifest["samples"]))
-        dims = self.loader.image_config.image_dims
-        self.input_hw = (dims.height, dims.width)
-        self.target_hw = tuple(self.loader.pose_config.target_shape)
-        self.stride = dims.height // self.target_hw[0]
-        norm = self.loader.normalization_params
-        self.scale = np.asarray(norm.image_scale, dtype=np.float32)
-        self.offset = np.asarray(norm.image_offset, dtype=np.float32)
+        self.input_hw = (int(input_size[0]), int(input_size[1]))
+        self.target_hw = (int(target_size[0]), int(target_size[1]))
+        self.stride = self.input_hw[0] // self.target_hw[0]
+        self.scale = np.asarray(normalization.image_scale, dtype=np.float32)
+        self.offset = np.asarray(normalization.image_offset, dtype=np.float32)
 
     def __len__(self) -> int:
         return sum(self.sizes)
@@ -506,8 +519,7 @@ class BpnetShardDataset(IterableDataset):
         self.epoch = int(epoch)
 
     def __iter__(self):
-        rank = int(os.environ.get("RANK", "0"))
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank, world_size = ranks.rank(), ranks.world_size()
         worker = get_worker_info()
         workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
         part, parts = rank * workers + worker_id, world_size * workers
@@ -522,7 +534,7 @@ class BpnetShardDataset(IterableDataset):
         stream = indexed()
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, part, 7])
-            stream = shuffled(stream, self.loader.shuffle_buffer_size, rng)
+            stream = shuffled(stream, self.shuffle_buffer_size, rng)
         for index, split, sample in stream:
             yield self.example(sample, self.sources[split], index)
 
@@ -531,7 +543,7 @@ class BpnetShardDataset(IterableDataset):
         meta = sample["meta"]
         image = sample["image"]
         people = to_model_joints(meta["keypoints"], sources)
-        aug = self.loader.augmentation_config
+        aug = self.augmentation
         params = NO_AUGMENTATION
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -555,7 +567,7 @@ class BpnetShardDataset(IterableDataset):
         }
 
     def labels(self, people: np.ndarray, mask: np.ndarray) -> BpnetLabels:
-        settings = self.loader.label_processor_config
+        settings = self.label_settings
         return bpnet_labels(people, self.pose_config.paf_limbs, self.target_hw, self.stride,
                             settings.heatmap_gaussian_sigma, settings.paf_ortho_dist_thresh, mask)
 
