@@ -9,14 +9,16 @@ like torchvision's references/classification/train.py.
     data.py         seeds, the epoch's loader, steps per epoch, batches to the device
     optim.py        optimizer, learning-rate schedules, kernel regularization
     checkpoint.py   the files written after each epoch, and resume
+    preemption.py   SIGTERM/SIGUSR1: stop at the next step boundary, step checkpoint, exit 75
     metrics.py      metrics.jsonl, TensorBoard, curves.png, the epoch line
 
 Reproducibility, so that a run killed with `kill -9` and restarted ends with the same weights as
 an uninterrupted one: every epoch starts by seeding all RNGs from (seed, epoch, rank), the
 sampler's order is a function of (seed, epoch) (DistributedSampler, also with one process), data
-workers are seeded from the loader's generator, and training resumes only at epoch boundaries
-(from `checkpoint_last.pth`, the last complete epoch). Nothing a previous epoch drew leaks into
-the next.
+workers are seeded from the loader's generator, and training resumes at epoch boundaries
+(from `checkpoint_last.pth`, the last complete epoch), or mid-epoch after a stop request
+(preemption.py: the step, the epoch's sums and every rank's RNG states are in the checkpoint).
+Nothing a previous epoch drew leaks into the next.
 
 Batches are dicts (the datasets' own collate or torch's default): the model is called on
 `batch[job.inputs_key]` ("image"), `job.loss_fn(outputs, batch)` gives the loss and its parts.

@@ -38,7 +38,7 @@ def save_final(results_dir: Path, job: TrainJob, model: nn.Module, best_ap: floa
     model_file.write(results_dir / MODEL_FINAL, _model_file(job, model, epoch=job.epochs, best_ap=best_ap))
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     # Plain types and tensors only, so that torch.load(weights_only=True) opens the checkpoint.
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
@@ -51,14 +51,15 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal = state["python"]
     random.setstate((version, tuple(internal), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    # Only for devices that exist: a run resumed on fewer GPUs than it was saved on.
+    for device, cuda_state in enumerate(state.get("cuda", [])[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(cuda_state, device)
 
 
 def remove_stale_temp_files(results_dir: Path) -> None:
@@ -70,6 +71,7 @@ def remove_stale_temp_files(results_dir: Path) -> None:
 class Resumed(NamedTuple):
     epoch: int  # epochs already done
     best_ap: float  # -inf before any validation
+    mid_epoch: dict[str, Any] | None = None  # a preempted run's position in epoch `epoch` (preemption.py)
 
 
 def resume(path: Path, job: TrainJob, model: nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler) -> Resumed | None:
@@ -85,25 +87,27 @@ def resume(path: Path, job: TrainJob, model: nn.Module, optimizer, scheduler, sc
     scheduler.load_state_dict(ckpt["scheduler"])
     if scaler.is_enabled() and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    _set_rng_state(ckpt["rng"])
-    return Resumed(int(ckpt["epoch"]), float(ckpt.get("best_ap", -math.inf)))
+    set_rng_state(ckpt["rng"])
+    return Resumed(int(ckpt["epoch"]), float(ckpt.get("best_ap", -math.inf)), ckpt.get("mid_epoch"))
 
 
 def save_epoch(results_dir: Path, job: TrainJob, model: nn.Module, done: int, optimizer, scheduler,
-               scaler: torch.amp.GradScaler, best_ap: float, improved: bool) -> None:
+               scaler: torch.amp.GradScaler, best_ap: float, improved: bool, mid_epoch: dict[str, Any] | None = None) -> None:
     """The files of epoch `done`: model_best.pth when validation improved, every
-    `checkpoint_every` epochs a numbered checkpoint, and checkpoint_last.pth."""
+    `checkpoint_every` epochs a numbered checkpoint, and checkpoint_last.pth. With `mid_epoch`
+    (a preempted run: `done` epochs plus part of the next), checkpoint_last.pth alone."""
     state = {
         "epoch": done,
+        **({"mid_epoch": mid_epoch} if mid_epoch is not None else {}),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-        "rng": _rng_state(),
+        "rng": rng_state(),
         "best_ap": best_ap,
     }
     if improved:
         model_file.write(results_dir / MODEL_BEST, _model_file(job, model, epoch=done, best_ap=best_ap))
-    if done % job.checkpoint_every == 0:
+    if done % job.checkpoint_every == 0 and mid_epoch is None:
         model_file.write(results_dir / f"checkpoint_epoch_{done:03d}.pth", _model_file(job, model, **state))
     # Last: a resume must never find a checkpoint_last newer than the files above.
     model_file.write(results_dir / CHECKPOINT_LAST, _model_file(job, model, **state))

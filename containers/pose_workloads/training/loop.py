@@ -28,6 +28,7 @@ from pose_workloads.training.data import batches, iterations_per_epoch, make_tra
 from pose_workloads.training.job import TrainJob
 from pose_workloads.training.metrics import MetricsLog, epoch_line
 from pose_workloads.training.optim import build_optimizer, kernel_penalty, learning_rate
+from pose_workloads.training.preemption import Preempted, StopRequests, position, resume_batches, rng_states_of_all_ranks
 
 
 class NonFiniteLoss(TaskFailed):
@@ -45,6 +46,9 @@ class EpochStats:
     lr: float
     images: int
     seconds: float
+    # Preempted after this many steps of the epoch: the sums so far, unaveraged (not yet over ranks).
+    stopped_after: int | None = None
+    sums: dict[str, Any] | None = None
 
 
 def train_one_epoch(
@@ -59,18 +63,25 @@ def train_one_epoch(
     procs: Processes,
     epoch: int,
     writer: Any = None,
+    stop: StopRequests | None = None,
+    resumed: dict[str, Any] | None = None,
+    start_step: int = 0,
 ) -> EpochStats:
-    """One pass of `steps` iterations. A non-finite loss raises NonFiniteLoss naming its parts."""
+    """One pass of `steps` iterations, from `start_step` on (a preempted epoch, whose sums so far
+    and RNG states are `resumed`). A stop request agreed after a step ends the pass early
+    (`stopped_after`). A non-finite loss raises NonFiniteLoss naming its parts."""
     model.train()
     use_amp = scaler.is_enabled()
     plain_model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     progress = EpochProgress(epoch + 1, job.epochs, steps, procs.is_main)
-    loss_sum, images = 0.0, 0
-    part_sums: dict[str, float] = {}
-    metric_sums: dict[str, float] = {}
-    start = time.perf_counter()
+    sums = dict(resumed["sums"][procs.rank]) if resumed and len(resumed["sums"]) == procs.world_size else {}
+    loss_sum, images = sums.get("loss", 0.0), int(sums.get("images", 0))
+    part_sums: dict[str, float] = dict(sums.get("parts", {}))
+    metric_sums: dict[str, float] = dict(sums.get("metrics", {}))
+    start = time.perf_counter() - sums.get("seconds", 0.0)
+    stopped_after = None
     try:
-        for step, batch in enumerate(batches(loader, steps)):
+        for step, batch in enumerate(resume_batches(batches(loader, steps), start_step, resumed, procs), start=start_step):
             batch = to_device(batch, device)
             inputs = batch[job.inputs_key]
             if job.channels_last and inputs.dim() == 4:
@@ -109,10 +120,17 @@ def train_one_epoch(
             progress.update(images * procs.world_size / max(elapsed, 1e-9), loss_value, lr)
             if writer is not None and (step % progress.log_every == 0):
                 writer.add_scalar("train/loss_step", loss_value, epoch * steps + step + 1)  # iterations done
+            if stop is not None and step + 1 < steps and stop.agreed(device, procs):
+                stopped_after = step + 1
+                break
     finally:
         progress.close()
 
     seconds = time.perf_counter() - start
+    if stopped_after is not None:
+        mine = {"loss": loss_sum, "images": images, "parts": part_sums, "metrics": metric_sums, "seconds": seconds}
+        return EpochStats(0.0, {}, {}, optimizer.param_groups[0]["lr"], images, seconds, stopped_after,
+                          {"mine": mine})
     totals = _sum_over_ranks([loss_sum, float(images), *part_sums.values(), *metric_sums.values()], device, procs)
     loss_total, images_total = totals[0], totals[1]
     part_values = totals[2 : 2 + len(part_sums)]
@@ -163,7 +181,8 @@ def run_training(job: TrainJob) -> dict[str, Any]:
     """
     procs = init_processes()
     try:
-        return _train(job, procs)
+        with StopRequests() as stop:
+            return _train(job, procs, stop)
     finally:
         if procs.started_here and dist.is_initialized():
             dist.destroy_process_group()
@@ -178,7 +197,7 @@ def _device(job: TrainJob, procs: Processes) -> torch.device:
     return torch.device("cpu")
 
 
-def _train(job: TrainJob, procs: Processes) -> dict[str, Any]:
+def _train(job: TrainJob, procs: Processes, stop: StopRequests | None = None) -> dict[str, Any]:
     results_dir = Path(job.results_dir)
     if procs.is_main:
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -206,8 +225,11 @@ def _train(job: TrainJob, procs: Processes) -> dict[str, Any]:
     last = results_dir / CHECKPOINT_LAST
     resumed = resume(last, job, model, optimizer, scheduler, scaler)
     start_epoch, best_ap = (resumed.epoch, resumed.best_ap) if resumed else (0, -math.inf)
+    mid_epoch = resumed.mid_epoch if resumed else None
+    start_step = position(mid_epoch, procs, job.batch_size) if mid_epoch else 0
     if resumed and procs.is_main:
-        print(f"resuming from {last} after epoch {start_epoch}", flush=True)
+        within = f", step {start_step} of epoch {start_epoch + 1}" if mid_epoch else ""
+        print(f"resuming from {last} after epoch {start_epoch}{within}", flush=True)
 
     train_model: nn.Module = model
     if procs.world_size > 1:
@@ -217,7 +239,7 @@ def _train(job: TrainJob, procs: Processes) -> dict[str, Any]:
 
     log = None
     if procs.is_main:
-        log = MetricsLog(results_dir, start_epoch, purge_step=start_epoch * steps + 1)
+        log = MetricsLog(results_dir, start_epoch, purge_step=start_epoch * steps + start_step + 1)
         print(
             f"training {job.network}: {job.epochs} epochs x {steps} iterations, batch {job.batch_size} "
             f"x {procs.world_size} process(es) on {device}" + (", AMP" if use_amp else ""),
@@ -230,7 +252,11 @@ def _train(job: TrainJob, procs: Processes) -> dict[str, Any]:
             seed_everything(job.seed, epoch, procs.rank)
             loader = make_train_loader(job, epoch, procs)
             writer = log.writer if log else None
-            stats = train_one_epoch(job, train_model, loader, steps, optimizer, scheduler, scaler, device, procs, epoch, writer)
+            stats = train_one_epoch(job, train_model, loader, steps, optimizer, scheduler, scaler, device, procs, epoch,
+                                    writer, stop, mid_epoch if epoch == start_epoch else None,
+                                    start_step if epoch == start_epoch else 0)
+            if stats.stopped_after is not None:
+                _stop_mid_epoch(job, results_dir, model, epoch, stats, optimizer, scheduler, scaler, best_ap, procs)
             done = epoch + 1
 
             val: dict[str, float] = {}
@@ -260,6 +286,9 @@ def _train(job: TrainJob, procs: Processes) -> dict[str, Any]:
                 print(epoch_line(record, job.epochs), flush=True)
             if procs.world_size > 1:
                 dist.barrier()
+            if stop is not None and done < job.epochs and stop.agreed(device, procs):
+                raise Preempted(f"stopped on request after epoch {done}; checkpoint_last.pth holds it: "
+                                "run the same command again to resume")
 
         if procs.is_main:
             save_final(results_dir, job, model, best_ap)
@@ -267,3 +296,21 @@ def _train(job: TrainJob, procs: Processes) -> dict[str, Any]:
         if log is not None:
             log.close()
     return {**record, "best_ap": best_ap if math.isfinite(best_ap) else None}
+
+
+def _stop_mid_epoch(job: TrainJob, results_dir: Path, model: nn.Module, epoch: int, stats: EpochStats, optimizer,
+                    scheduler, scaler, best_ap: float, procs: Processes) -> None:
+    """Every rank: gather the RNG states and the epoch's sums; rank 0 writes the step checkpoint;
+    then all raise Preempted together (a rank leaving early would kill the others' collectives)."""
+    states = rng_states_of_all_ranks(procs)
+    sums = [stats.sums["mine"]]
+    if procs.world_size > 1:
+        sums = [None] * procs.world_size
+        dist.all_gather_object(sums, stats.sums["mine"])
+    if procs.is_main:
+        mid_epoch = {"step": stats.stopped_after, "world_size": procs.world_size, "rng": states, "sums": sums}
+        save_epoch(results_dir, job, model, epoch, optimizer, scheduler, scaler, best_ap, False, mid_epoch)
+    if procs.world_size > 1:
+        dist.barrier()
+    raise Preempted(f"stopped on request at step {stats.stopped_after} of epoch {epoch + 1}; checkpoint_last.pth "
+                    "holds it: run the same command again to resume")
