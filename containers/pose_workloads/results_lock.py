@@ -30,10 +30,13 @@ CHECKPOINT_LAST = "checkpoint_last.pth"
 
 
 class ResultsLock:
-    """A held lock; `release()` (or the process ending) lets the next run in."""
+    """A held lock; `release()` (or the process ending) lets the next run in. As a context
+    manager, a BadInput raised inside also takes back what locking created (the lock file, the
+    folders), so that bad input leaves nothing behind."""
 
-    def __init__(self, folder: Path, fd: int):
+    def __init__(self, folder: Path, fd: int, created: list[Path], created_file: bool):
         self.folder, self._fd = folder, fd
+        self._created, self._created_file = created, created_file
 
     def release(self) -> None:
         if self._fd >= 0:
@@ -43,17 +46,27 @@ class ResultsLock:
     def __enter__(self) -> "ResultsLock":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, BadInput):
+            if self._created_file:
+                (self.folder / LOCK_FILE).unlink(missing_ok=True)
+            for folder in reversed(self._created):  # deepest first; a folder with files stays
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
         self.release()
 
 
-def check_output_folder(folder: Path, flag: str) -> None:
+def check_output_folder(folder: Path, flag: str) -> list[Path]:
     """Refuse, in one line, a folder no run could write: a file, a symlink loop, read-only,
-    not writable. Creates it (and its parents) when missing."""
+    not writable. Creates it (and its parents) when missing; returns the folders it created,
+    outermost first."""
     try:
         folder.resolve(strict=False)
     except RuntimeError:  # Python < 3.13 reports a symlink loop this way
         raise BadInput(f"{flag} {folder}: is a symlink loop; point {flag} at a real folder") from None
+    missing = [p for p in (folder, *folder.parents) if not os.path.lexists(p)][::-1]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -62,14 +75,16 @@ def check_output_folder(folder: Path, flag: str) -> None:
         raise BadInput(f"{flag} {folder}: cannot be created ({_reason(err)}); {_fix(err, flag)}") from None
     if not folder.is_dir():
         raise BadInput(f"{flag} {folder}: is a file, not a folder; choose a folder for {flag}")
+    return missing
 
 
 def lock_results_dir(folder: str | Path, network: str, action: str, flag: str = "-r") -> ResultsLock:
     """Check `folder`, take its lock or raise BadInput naming the live holder, refuse it if it
     holds a run of another network, and record this process as the holder."""
     folder = Path(folder)
-    check_output_folder(folder, flag)
+    created = check_output_folder(folder, flag)
     path = folder / LOCK_FILE
+    created_file = not path.exists()
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as err:
@@ -97,7 +112,7 @@ def lock_results_dir(folder: str | Path, network: str, action: str, flag: str = 
     except BaseException:
         os.close(fd)
         raise
-    return ResultsLock(folder, fd)
+    return ResultsLock(folder, fd, created, created_file)
 
 
 def _read_record(data: bytes) -> dict:

@@ -148,3 +148,14 @@ def test_results_dir_without_write_permission_is_one_line():
         assert list(folder.iterdir()) == []
     finally:
         shutil.rmtree(base)
+
+
+def test_bad_input_after_locking_leaves_nothing_behind(tmp_path):
+    # The lock is taken before the spec is read; a bad spec takes back the folders and the lock file.
+    (tmp_path / "spec.yaml").write_text("train: {epochs: yes}\n")
+    result = workload("simple-pose", "train", "-e", str(tmp_path / "spec.yaml"), "-r", str(tmp_path / "new" / "results"))
+    assert result.returncode == 2, result.stderr
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "existing").mkdir()
+    result = workload("simple-pose", "train", "-e", str(tmp_path / "spec.yaml"), "-r", str(tmp_path / "existing"))
+    assert result.returncode == 2 and list((tmp_path / "existing").iterdir()) == []

@@ -47,8 +47,8 @@ class BpnetPoseSection(Strict):
 
 
 class BpnetImageDims(Strict):
-    height: int = Field(default=256, ge=32)
-    width: int = Field(default=256, ge=32)
+    height: int = Field(default=256, ge=32, multiple_of=8, description="a multiple of the model stride, 8")
+    width: int = Field(default=256, ge=32, multiple_of=8, description="a multiple of the model stride, 8")
     channels: Literal[3] = 3
 
 
@@ -98,7 +98,7 @@ class BpnetAugmentation(Strict):
 
 class BpnetLabelProcessor(Strict):
     paf_gaussian_sigma: float = Field(default=0.03, gt=0.0)
-    heatmap_gaussian_sigma: float = Field(default=7.0, gt=0.0, description="in input pixels")
+    heatmap_gaussian_sigma: float = Field(default=7.0, gt=0.0, le=256.0, description="in input pixels")
     paf_ortho_dist_thresh: float = Field(default=1.0, gt=0.0, description="half band width, in target pixels")
 
 
@@ -158,8 +158,15 @@ class BpnetLRSchedule(Strict):
     )
     soft_start: float = Field(default=0.05, ge=0.0, lt=1.0)
     annealing: float = Field(default=0.5, gt=0.0, le=1.0)
-    base_learning_rate: float = Field(default=2e-5, gt=0.0)
-    min_learning_rate: float = Field(default=8e-8, gt=0.0)
+    base_learning_rate: float = Field(default=2e-5, gt=0.0, le=10.0)
+    min_learning_rate: float = Field(default=8e-8, gt=0.0, le=10.0)
+
+    @model_validator(mode="after")
+    def _min_below_base(self) -> "BpnetLRSchedule":
+        if self.min_learning_rate > self.base_learning_rate:
+            raise ValueError(f"min_learning_rate {self.min_learning_rate:g} is above base_learning_rate "
+                             f"{self.base_learning_rate:g}; make it smaller")
+        return self
 
 
 class BpnetOptimizer(Strict):
@@ -181,7 +188,7 @@ class BpnetTrainSpec(Strict):
     load_graph: bool = Field(default=False, description="pretrained_weights is a whole (e.g. pruned) model")
     use_stagewise_lr_multipliers: bool = True
     validation_every_n_epoch: int = Field(default=0, ge=0, description="0 = no in-training evaluation")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="NumPy takes seeds 0 .. 2**32-1")
     amp: bool = True
     dataloader: BpnetDataloader
     model: BpnetModel = Field(default_factory=BpnetModel)

@@ -6,20 +6,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
 from pose_workloads.errors import SpecError
-from pose_workloads.specs.files import read_mapping, validate
+from pose_workloads.specs.files import load_yaml, read_mapping, validate
 from pose_workloads.specs.pose_config import PoseConfig
 
 
-def _parse_override_value(text: str) -> Any:
-    # YAML scalars: 3 -> int, 1e-3 -> float, true -> bool, [1, 2] -> list, null -> None.
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+def _parse_override_value(text: str, key: str) -> Any:
+    # YAML values: 3 -> int, 1e-3 -> float, true -> bool, [1, 2] -> list, null -> None, {a: 1}
+    # -> a mapping; through the same capped loader as spec files (no alias bombs from a flag).
+    # Text that is not YAML stays text (a path with a colon, say).
+    return load_yaml(text, f"--set {key}", not_yaml_as_text=True)
+
+
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`update` merged into a copy of `into`, mappings recursively: `--set train={lr: 0.1}` sets
+    train.lr and keeps train's other fields."""
+    merged = dict(into)
+    for key, value in update.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], model_cls: type[BaseModel], path: Path | str) -> dict[str, Any]:
@@ -39,7 +46,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], model_cls: type[
                 raise SpecError(f"{path}: --set {key}: unknown field {part!r}; valid here: {valid}")
             cls = _sub_model(cls, part) if cls is not None else None
             if i == len(parts) - 1:
-                node[part] = _parse_override_value(value)
+                parsed = _parse_override_value(value, key)
+                if isinstance(parsed, dict) and isinstance(node.get(part), dict):
+                    parsed = _merge(node[part], parsed)
+                node[part] = parsed
             else:
                 nxt = node.get(part)
                 if not isinstance(nxt, dict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from pose_workloads.specs.fields import SpecPath, Strict
 
@@ -41,18 +41,18 @@ class SimplePoseAugmentation(Strict):
 
 class SimplePoseTrain(Strict):
     input_size: tuple[int, int] = Field(default=(256, 192), description="[height, width] of the crop")
-    sigma: float = Field(default=2.0, gt=0.0, description="Gaussian sigma in heatmap pixels")
+    sigma: float = Field(default=2.0, gt=0.0, le=32.0, description="Gaussian sigma in heatmap pixels")
     batch_size: int = Field(default=32, ge=1, description="per GPU (per process)")
     epochs: int = Field(default=140, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(default=1e-3, gt=0.0)
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(default=0.0, ge=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     lr_schedule: Literal["step", "cosine", "constant"] = "step"
     lr_steps: list[int] = Field(default_factory=lambda: [90, 120])
     lr_factor: float = Field(default=0.1, gt=0.0, le=1.0)
     warmup_epochs: float = Field(default=0.0, ge=0.0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="NumPy takes seeds 0 .. 2**32-1")
     checkpoint_every: int = Field(default=10, ge=1, description="epochs between numbered checkpoints")
     eval_every: int = Field(default=10, ge=0, description="epochs between val AP evaluations; 0 = only at the end")
     amp: bool = Field(default=True, description="mixed precision on GPU (ignored on CPU)")
@@ -61,8 +61,23 @@ class SimplePoseTrain(Strict):
     @field_validator("input_size")
     @classmethod
     def _multiple_of_32(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if v[0] % 32 or v[1] % 32:
-            raise ValueError(f"input_size {list(v)} must be multiples of 32 (the backbone stride), e.g. [256, 192]")
+        if min(v) <= 0 or v[0] % 32 or v[1] % 32:
+            raise ValueError(f"input_size {list(v)} must be positive multiples of 32 (the backbone stride), e.g. [256, 192]")
+        return v
+
+    @field_validator("warmup_epochs")
+    @classmethod
+    def _warmup_within_training(cls, v: float, info: ValidationInfo) -> float:
+        epochs = info.data.get("epochs")
+        if epochs is not None and v > epochs:
+            raise ValueError(f"warmup_epochs {v:g} is longer than epochs {epochs}; warm up for fewer epochs")
+        return v
+
+    @field_validator("lr_steps")
+    @classmethod
+    def _increasing_steps(cls, v: list[int]) -> list[int]:
+        if any(step < 1 for step in v) or v != sorted(v):
+            raise ValueError(f"lr_steps {v} must be increasing epochs >= 1, e.g. [90, 120]")
         return v
 
 
