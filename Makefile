@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # torch first, pinned to the CPU build, so that `torch>=2.1` in the extras installs nothing more.
 TORCH ?= torch==2.13.0
 
-.PHONY: venv test test-unit test-integration demo demo-bpnet bench images docker-up docker-down clean
+.PHONY: venv test lint test-unit test-integration demo demo-bpnet bench images docker-up docker-down clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml
 # Unit + integration tests. Docker tests skip when no engine answers, unless POSE_REQUIRE_DOCKER=1.
 test: venv
 	$(BIN)/python -m pytest -q -ra
+
+# ruff on the whole tree, mypy on the launcher (settings in pyproject.toml); tests/test_lint.py
+# runs the same two, so `make test` enforces them too.
+lint: venv
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m mypy
 
 test-unit: venv
 	$(BIN)/python -m pytest -q -ra tests/launcher tests/workloads

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from timing import best_time
 
 from pose_workloads.data.bottomup import bpnet_labels, joint_sources, to_model_joints
 from pose_workloads.grouping import find_peaks, group_people, reference_group_people
 from pose_workloads.specs import COCO17, load_pose_config
-from timing import best_time
 
 POSE_CONFIG = Path(__file__).resolve().parents[1] / "specs/bpnet/bpnet_18joints.json"
 STRIDE = 8
@@ -77,15 +77,15 @@ def main() -> None:
     for scene in range(args.scenes):
         people = to_model_joints(crowd(rng, args.people), sources)
         heatmaps, pafs = upsampled_maps(people, limbs)
-        peaks_s = best_time(lambda: find_peaks(heatmaps, 0.1, 3.0), args.repeat)
+        peaks_s = best_time(lambda heatmaps=heatmaps: find_peaks(heatmaps, 0.1, 3.0), args.repeat)
         peaks = find_peaks(heatmaps, 0.1, 3.0)
         call = (peaks, pafs, limbs, 0.05)
         fast = group_people(*call)
         slow = reference_group_people(*call)
         assert np.array_equal(fast.keypoints, slow.keypoints), f"scene {scene}: skeletons differ from the reference"
         assert np.array_equal(fast.scores, slow.scores), f"scene {scene}: scores differ from the reference"
-        fast_s = best_time(lambda: group_people(*call), args.repeat)
-        slow_s = best_time(lambda: reference_group_people(*call), 1)
+        fast_s = best_time(lambda call=call: group_people(*call), args.repeat)
+        slow_s = best_time(lambda call=call: reference_group_people(*call), 1)
         fast_total += fast_s
         slow_total += slow_s
         print(f"  {scene:>5} {len(fast.keypoints):>5} {peaks_s * 1e3:>9.2f} {fast_s * 1e3:>9.2f} "

@@ -18,8 +18,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 # Both runtimes' worker threads otherwise spin-wait after each run and steal the cores the other
 # runtime's next run needs (alternating runs on a small machine measured eager 30x too slow).
@@ -30,8 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pose_workloads.export.onnx import INPUT_NAME, export_onnx  # noqa: E402
-from pose_workloads.models import build_model  # noqa: E402
 from pose_workloads.model_file import stage_outputs  # noqa: E402
+from pose_workloads.models import build_model  # noqa: E402
 from pose_workloads.specs import COCO17  # noqa: E402
 
 
@@ -111,10 +112,10 @@ def main() -> None:
                 images = np.random.default_rng(batch).normal(size=(batch, 3, *case.input_hw)).astype(np.float32)
 
                 @torch.inference_mode()
-                def eager(images=images):
+                def eager(images=images, case=case, model=model):
                     return [t.numpy() for t in stage_outputs(case.network, model(torch.from_numpy(images)))]
 
-                def onnxruntime(images=images):
+                def onnxruntime(images=images, session=session):
                     return session.run(None, {INPUT_NAME: images})
 
                 eager_s, ort_s, runs = alternate_medians(eager, onnxruntime, args.repeat, args.seconds_per_input)

@@ -12,9 +12,10 @@ are generated from the task table (`pose_workloads.tasks`) and the launch option
 import functools
 import inspect
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -66,7 +67,7 @@ def _parameter(flag: Flag, launch_option: bool) -> inspect.Parameter:
     else:
         default = flag.default if launch_option and not flag.repeat else None
         if default is None:
-            kind = Optional[kind]
+            kind = kind | None
     return inspect.Parameter(flag.dest, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, option], default=default)
 
 
@@ -147,13 +148,13 @@ class ImageKind(str, Enum):
 @images_app.command("build")
 def images_build(
     kind: Annotated[ImageKind, typer.Argument(help="which image.")] = ImageKind.pytorch,
-    base_image: Annotated[Optional[str], typer.Option(
+    base_image: Annotated[str | None, typer.Option(
         "--base-image", "--base_image", help="base image (default: the Dockerfile's, NVIDIA's).")] = None,
-    wheelhouse: Annotated[Optional[Path], typer.Option(
+    wheelhouse: Annotated[Path | None, typer.Option(
         "--wheelhouse", help="folder of wheels preferred over PyPI (offline builds).")] = None,
-    ca_certs: Annotated[Optional[Path], typer.Option(
+    ca_certs: Annotated[Path | None, typer.Option(
         "--ca-certs", "--ca_certs", help="folder of extra CA certificates (*.crt).")] = None,
-    tag: Annotated[Optional[str], typer.Option("--tag", help="image tag (default pose-<kind>:<version>).")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="image tag (default pose-<kind>:<version>).")] = None,
 ) -> None:
     """Build pose-pytorch or pose-tensorrt from containers/<kind>.Dockerfile, streaming its output."""
     from launcher.images import build_image

@@ -12,16 +12,16 @@ before submission; a submission the scheduler refuses leaves nothing behind.
 from __future__ import annotations
 
 import shlex
-import tempfile
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
-from pose_workloads.errors import BadInput
 from launcher.mounts import Mounts, invoking_user
 from launcher.runners import TaskCall
 from launcher.tasks import Task
+from pose_workloads.errors import BadInput
 
 CLUSTER_RUNNERS = ("slurm", "k8s")
 

@@ -88,7 +88,7 @@ class KubernetesVolume(_Strict):
         return _expand(value)
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "KubernetesVolume":
+    def _one_kind(self) -> KubernetesVolume:
         given = [k for k in ("pvc", "nfs", "host_path") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"{self.source}: give exactly one of pvc, nfs, host_path (got {', '.join(given) or 'none'})")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pose_workloads
-
 from pose_workloads.errors import BadInput
 
 KINDS = ("pytorch", "tensorrt")

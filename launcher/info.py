@@ -29,7 +29,6 @@ def _engine_line() -> tuple[str, object | None]:
 
 def print_info() -> None:
     import pose_workloads
-
     from launcher import gpus
     from launcher.images import KINDS, image_tag, list_images
     from launcher.mounts import load_mounts, mounts_file_path

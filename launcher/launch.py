@@ -23,23 +23,30 @@ from pathlib import Path
 from typing import Any
 
 from launcher import gpus
-from pose_workloads.errors import BadInput
 from launcher.images import image_tag
 from launcher.mounts import (
-    LAUNCH_DIR_DESTINATION, Mount, Mounts, invoking_user, load_mounts, mounts_file_path, risky_options,
+    LAUNCH_DIR_DESTINATION,
+    Mount,
+    Mounts,
+    invoking_user,
+    load_mounts,
+    mounts_file_path,
+    risky_options,
 )
 from launcher.paths import local_path, mount_of_host_path, place_path, to_container
 from launcher.runners import Interrupted, TaskCall, interrupts_raise, run, workload_command
 from launcher.tasks import LaunchOptions, Task, find_task, image_kind, nested_spec_class
+from pose_workloads.errors import BadInput
 
 
 def notice(text: str) -> None:
     print(f"pose: {text}", file=sys.stderr, flush=True)
 
 
-def launch(network: str, action: str, values: dict[str, Any], options: LaunchOptions = LaunchOptions()) -> int:
+def launch(network: str, action: str, values: dict[str, Any], options: LaunchOptions | None = None) -> int:
     """Run one task; `values` maps the task's flags (workload spellings, see tasks.py) to the
     values given (None or False: not given). Returns the task's exit code."""
+    options = options or LaunchOptions()
     task = find_task(network, action)
     unknown = set(values) - {f.name for f in task.flags}
     if unknown:
@@ -273,6 +280,7 @@ class PathPlanner:
                 continue
             text = str(value)
             if flag.kind == "spec":
+                assert flag.spec is not None  # every spec flag names its class (tests/launcher/test_tasks.py)
                 text = self.spec_file(text, flag.spec, flag.name, overrides if flag is primary else ())
             elif flag.kind == "input":
                 if not self.host_path(text, flag.name).exists():

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from pose_workloads.errors import BadInput
+from pydantic_core import ErrorDetails
 
 from launcher.clusters import KubernetesSection, SlurmSection
+from pose_workloads.errors import BadInput
 
 # Where the launcher mounts the translated specs; no user mount may take it.
 LAUNCH_DIR_DESTINATION = "/pose_launch"
@@ -342,7 +342,7 @@ def _location(loc: tuple[Any, ...]) -> str:
     return text or "(top level)"
 
 
-def describe_error(error: dict[str, Any]) -> str:
+def describe_error(error: ErrorDetails) -> str:
     """One pydantic error as `dotted.loc: what is wrong; the fix`."""
     loc = _location(error["loc"])
     if error["type"] == "extra_forbidden":
@@ -409,7 +409,8 @@ def check_mounts(path: Path | None = None) -> tuple[Path, list[MountCheck], list
         return path, [], [str(err)]
     if not isinstance(data, dict):
         return path, [], ["top level must be an object with Mounts, Envs, DockerOptions, Slurm, Kubernetes"]
-    raw_mounts = data.get("Mounts") if isinstance(data.get("Mounts"), list) else []
+    listed = data.get("Mounts")
+    raw_mounts = listed if isinstance(listed, list) else []
     row_problems: dict[int, list[str]] = {}
     other: list[str] = []
     try:

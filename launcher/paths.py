@@ -8,12 +8,12 @@ paths written TAO-style (kept for Docker, mapped back to the host for the local 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable
 
-from pose_workloads.errors import BadInput
 from launcher.mounts import Mount
+from pose_workloads.errors import BadInput
 
 
 @dataclass(frozen=True)

@@ -288,8 +288,9 @@ def train(args) -> int:
 
 import json  # noqa: E402  (this half of the file has its own imports: the other half is train's)
 import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import Iterator, NamedTuple  # noqa: E402
+from typing import NamedTuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -602,8 +603,13 @@ def evaluate(args) -> int:
     """`bpnet evaluate --inference_spec S --model_filename M --dataset_spec D --results_dir R`:
     COCO OKS AP on the dataset spec's test split; writes R/keypoints_results.json, R/metrics.json."""
     from pose_workloads.data.coco import BadSample, load_coco, read_image
+    from pose_workloads.evaluate import (
+        coco_keypoint_metrics,
+        format_metrics_table,
+        per_joint_mean_error,
+        write_evaluation,
+    )
     from pose_workloads.progress import track
-    from pose_workloads.evaluate import coco_keypoint_metrics, format_metrics_table, per_joint_mean_error, write_evaluation
 
     dataset_spec = load_spec(BpnetDatasetSpec, args.dataset_spec)
     spec, model_path, opened, settings = _prepare(args)

@@ -13,14 +13,15 @@ import io
 import json
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from pose_workloads.data.coco import read_coco_json
-from pose_workloads.files import write_atomic
 from pose_workloads.errors import BadInput
+from pose_workloads.files import write_atomic
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 BACKENDS = ("faster", "pycocotools")

@@ -7,8 +7,9 @@ The same metadata travels in each format: in the `.pth` dict (model_file.py), in
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class ModelInfo:
         })
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
         return cls(
             network=data["network"],
             pose_config=PoseConfig.model_validate(data["pose_config"]),

@@ -34,8 +34,9 @@ shapes no longer follow model_config; retrain it with `pretrained_weights: prune
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 

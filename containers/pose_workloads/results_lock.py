@@ -43,7 +43,7 @@ class ResultsLock:
             os.close(self._fd)  # closing the file drops the POSIX lock
             self._fd = -1
 
-    def __enter__(self) -> "ResultsLock":
+    def __enter__(self) -> ResultsLock:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

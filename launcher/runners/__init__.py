@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from launcher.mounts import ContainerOptions, Mount
 
-
 # Set for every task, both runners. Unbuffered: log lines arrive as they are printed.
 # Safe path (Python >= 3.11): `python -m` would otherwise put the working directory first on
 # sys.path, and a stray timeit.py or random.py there breaks torch's imports.
@@ -79,7 +78,7 @@ class interrupts_raise:
     signal unwinds the runner, which stops the task and returns 130/143.
     """
 
-    def __enter__(self) -> "interrupts_raise":
+    def __enter__(self) -> interrupts_raise:
         self._previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         for signum in self._previous:
             signal.signal(signum, self._raise)

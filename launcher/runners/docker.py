@@ -13,15 +13,15 @@ import contextlib
 import os
 import sys
 import uuid
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import IO, Any, Iterable
+from typing import IO, Any
 
 import pose_workloads
-
 from launcher.errors import EngineError
-from pose_workloads.errors import BadInput
 from launcher.paths import LogPathMapper
 from launcher.runners import TASK_ENV, Interrupted, TaskCall, interrupts_raise, workload_command
+from pose_workloads.errors import BadInput
 
 # Data loaders need more than Docker's 64 MB /dev/shm, and COCO loaders more than 1024 open
 # files ("received 0 items of ancdata" until ulimit -n 65536); pinned memory wants memlock.

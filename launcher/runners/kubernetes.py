@@ -19,11 +19,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pose_workloads.errors import BadInput
-
 from launcher.paths import LogPathMapper
 from launcher.runners import Interrupted, interrupts_raise
 from launcher.runners.kubernetes_manifests import KubernetesJob, k8s_name, manifests, to_yaml
+from pose_workloads.errors import BadInput
 
 POLL_S = 1.0
 

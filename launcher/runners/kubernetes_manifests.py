@@ -21,12 +21,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pose_workloads
-from pose_workloads.errors import BadInput
-
 from launcher.clusters import KubernetesSection
 from launcher.mounts import LAUNCH_DIR_DESTINATION
 from launcher.runners import TASK_ENV, TaskCall, workload_command
 from launcher.runners.docker import CONTAINER_USER_ENV, default_shm_size
+from pose_workloads.errors import BadInput
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "pose"}
@@ -82,7 +81,10 @@ def shm_quantity(size: str | int | None) -> str:
     size = size or default_shm_size()
     if isinstance(size, int):
         return str(size)
-    number, unit = re.fullmatch(r"(\d+)([bkmgBKMG]?)", size).groups()
+    match = re.fullmatch(r"(\d+)([bkmgBKMG]?)", size)
+    if match is None:
+        raise BadInput(f"DockerOptions.shm_size: {size!r} is not a size; write bytes or a number with b, k, m or g")
+    number, unit = match.groups()
     return number + {"": "", "b": "", "k": "Ki", "m": "Mi", "g": "Gi"}[unit.lower()]
 
 
@@ -122,6 +124,7 @@ def volumes(job: KubernetesJob) -> tuple[list[Any], list[Any]]:
         elif volume.nfs is not None:
             source = {"nfs": k.V1NFSVolumeSource(server=volume.nfs.server, path=volume.nfs.path, read_only=mount.read_only)}
         else:
+            assert volume.host_path is not None  # the model requires one of pvc, nfs, host_path
             source = {"host_path": k.V1HostPathVolumeSource(path=volume.host_path.path, type="Directory")}
         pod_volumes.append(k.V1Volume(name=name, **source))
         mounts.append(k.V1VolumeMount(name=name, mount_path=mount.destination, read_only=mount.read_only,

@@ -12,7 +12,8 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 from launcher.paths import LogPathMapper
 from launcher.runners import TASK_ENV, Interrupted, TaskCall, interrupts_raise, workload_command

@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pose_workloads.errors import BadInput
 from launcher.paths import LogPathMapper
 from launcher.runners import Interrupted, interrupts_raise
 from launcher.runners.slurm_scripts import SlurmJob, batch_script, node_script, sbatch_argv
+from pose_workloads.errors import BadInput
 
 POLL_S = 0.5
 # Job states after which nothing more happens (squeue(1) "JOB STATE CODES").

@@ -12,9 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from pose_in_docker import (
-    DATA_IN_CONTAINER, IMAGE, POSE, RESULTS_IN_CONTAINER, SPECS_IN_CONTAINER, Workspace, docker_required, pose_user, write_mounts,
+    DATA_IN_CONTAINER,
+    IMAGE,
+    POSE,
+    RESULTS_IN_CONTAINER,
+    SPECS_IN_CONTAINER,
+    Workspace,
+    docker_required,
+    pose_user,
+    write_mounts,
 )
 
 

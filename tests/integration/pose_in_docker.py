@@ -56,7 +56,7 @@ class RunningPose:
     """`pose` started in the background, its output (stdout + stderr) collected line by line."""
 
     process: subprocess.Popen
-    lines: "queue.Queue[str]" = field(default_factory=queue.Queue)
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
     seen: list[str] = field(default_factory=list)
 
     def __post_init__(self):

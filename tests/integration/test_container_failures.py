@@ -12,7 +12,6 @@ import time
 
 import pytest
 import yaml
-
 from pose_in_docker import write_mounts
 
 pytestmark = pytest.mark.docker

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from pose_in_docker import REPO, RESULTS_IN_CONTAINER, owners, pose_user
 
 pytestmark = pytest.mark.docker

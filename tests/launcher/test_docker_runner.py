@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pose_workloads.errors import BadInput
 from launcher.images import image_tag
+from pose_workloads.errors import BadInput
 
 pytestmark = pytest.mark.docker
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pose_workloads.errors import BadInput
 from launcher.gpus import Gpu, GpuInventory, choose_gpus, find_gpus, parse_gpu_index
+from pose_workloads.errors import BadInput
 
 TWO = GpuInventory((Gpu(0, "NVIDIA H100", 81559, "GPU-a"), Gpu(1, "NVIDIA H100", 81559, "GPU-b")), driver="550.54")
 NONE = GpuInventory((), reason="NVML: NVML Shared Library Not Found")

@@ -23,7 +23,11 @@ from launcher.launch import LaunchOptions, launch  # noqa: E402
 from launcher.mounts import Mount  # noqa: E402
 from launcher.runners import TaskCall  # noqa: E402
 from launcher.runners.kubernetes_manifests import (  # noqa: E402
-    KubernetesJob, escape_expansion, manifests, shm_quantity, to_dicts,
+    KubernetesJob,
+    escape_expansion,
+    manifests,
+    shm_quantity,
+    to_dicts,
 )
 from pose_workloads.errors import BadInput  # noqa: E402
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.runners import Interrupted, TaskCall, interrupts_raise
-from launcher.runners import local
+from launcher.runners import Interrupted, TaskCall, interrupts_raise, local
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pose_workloads.errors import BadInput
 from launcher.mounts import expand, load_mounts
+from pose_workloads.errors import BadInput
 
 
 def write_mounts(path: Path, data: dict | str) -> Path:

@@ -6,9 +6,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from pose_workloads.errors import BadInput
 from launcher.mounts import Mount
 from launcher.paths import LogPathMapper, local_path, place_path
+from pose_workloads.errors import BadInput
 
 
 def mount(source: Path, destination: str, read_only: bool = False) -> Mount:

@@ -14,7 +14,13 @@ from launcher.mounts import ContainerOptions, Mount
 from launcher.runners import TaskCall
 from launcher.runners.docker import container_kwargs
 from launcher.runners.slurm_scripts import (
-    SlurmJob, batch_script, docker_run_argv, node_command, node_script, pyxis_mounts, sbatch_argv,
+    SlurmJob,
+    batch_script,
+    docker_run_argv,
+    node_command,
+    node_script,
+    pyxis_mounts,
+    sbatch_argv,
 )
 
 HOSTILE = "spec $(touch PWNED) `id` 'quoted' \"double\"; rm -rf ~ .yaml"

@@ -11,12 +11,21 @@ import pytest
 import typer.main
 
 from launcher.cli import app
-from launcher.tasks import (LAUNCH_OPTIONS, PYTORCH, TASKS, TENSORRT, Flag, LaunchOptions, Task, find_task,
-                            image_kind, nested_spec_class)
+from launcher.tasks import (
+    LAUNCH_OPTIONS,
+    PYTORCH,
+    TASKS,
+    TENSORRT,
+    Flag,
+    LaunchOptions,
+    Task,
+    find_task,
+    image_kind,
+    nested_spec_class,
+)
 from pose_workloads import specs
 from pose_workloads.__main__ import build_parser, main
 from pose_workloads.tasks import KEY
-
 
 TASK_IDS = {"ids": lambda k: " ".join(k).strip()}
 

@@ -263,7 +263,8 @@ def test_inference_on_a_video_writes_every_frame(lively_model, tmp_path):
 
 
 def test_output_stage_to_use_picks_that_stage(lively_model):
-    from pose_workloads.model_file import build_model as model_from_file, read as read_model_file
+    from pose_workloads.model_file import build_model as model_from_file
+    from pose_workloads.model_file import read as read_model_file
 
     model = model_from_file(read_model_file(lively_model)).eval()
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 48)).astype(np.float32)

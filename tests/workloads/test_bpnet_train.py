@@ -12,9 +12,9 @@ import yaml
 
 from pose_workloads import bpnet
 from pose_workloads.__main__ import main
+from pose_workloads.errors import SpecError
 from pose_workloads.models import build_model
 from pose_workloads.runtime import load_predictor
-from pose_workloads.errors import SpecError
 from pose_workloads.specs import BpnetTrainSpec, load_pose_config, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pose_workloads.data.topdown import CropMeta
+from pose_workloads.errors import BadInput
 from pose_workloads.evaluate import (
     METRIC_NAMES,
     coco_keypoint_metrics,
@@ -18,7 +19,6 @@ from pose_workloads.evaluate import (
     topdown_results,
     write_evaluation,
 )
-from pose_workloads.errors import BadInput
 from pose_workloads.specs import COCO17
 
 SIGMAS = COCO17.sigmas

@@ -15,13 +15,13 @@ import onnx
 import pytest
 import torch
 
+from pose_workloads.__main__ import build_parser
+from pose_workloads.errors import BadInput
 from pose_workloads.export import action
 from pose_workloads.export import onnx as onnx_export
 from pose_workloads.export.onnx import ExportFailed, export_onnx
 from pose_workloads.export.tensorrt import tensorrt_unavailable
-from pose_workloads.__main__ import build_parser
 from pose_workloads.runtime import ONNX_METADATA_KEY, load_predictor
-from pose_workloads.errors import BadInput
 
 ROOT = Path(__file__).resolve().parents[2]
 

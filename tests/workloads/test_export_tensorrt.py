@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from pose_workloads import bpnet
+from pose_workloads.data.coco import read_image
 from pose_workloads.errors import BadInput
 from pose_workloads.export import tensorrt
-from pose_workloads.data.coco import read_image
 from pose_workloads.predictor import ModelInfo
 from pose_workloads.simple_pose import crop_boxes
 from pose_workloads.specs import COCO17, BpnetInferenceSpec, BpnetNormalization

@@ -14,17 +14,19 @@ import pytest
 import torch
 from torch import nn
 
+from pose_workloads.errors import BadInput
 from pose_workloads.models import (
     ARCHITECTURES,
     VARIANTS,
+    bpnet,
     build_model,
     count_flops,
     count_parameters,
     load_backbone_weights,
+    mobilenet,
+    resnet,
     stagewise_param_groups,
 )
-from pose_workloads.models import bpnet, mobilenet, resnet
-from pose_workloads.errors import BadInput
 
 torch.set_num_threads(1)
 

@@ -10,12 +10,12 @@ import torch
 
 from pose_workloads import prune
 from pose_workloads.__main__ import build_parser
-from pose_workloads.models import build_model
-from pose_workloads.model_file import build_model as model_from_file, read as read_model_file
-from pose_workloads.runtime import load_predictor
 from pose_workloads.errors import BadInput
+from pose_workloads.model_file import build_model as model_from_file
+from pose_workloads.model_file import read as read_model_file
+from pose_workloads.models import build_model
+from pose_workloads.runtime import load_predictor
 from pose_workloads.specs import COCO17
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

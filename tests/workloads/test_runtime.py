@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
+from pose_workloads.errors import BadInput
 from pose_workloads.export.tensorrt import tensorrt_unavailable
 from pose_workloads.model_file import model_info
 from pose_workloads.predictor import ModelInfo
 from pose_workloads.runtime import engine_sidecar, load_predictor
-from pose_workloads.errors import BadInput
 from pose_workloads.specs import COCO17
 
 NORMALIZATION = {"image_scale": [255.0, 255.0, 255.0], "image_offset": [0.5, 0.5, 0.5], "mask_scale": [255.0] * 3}

@@ -7,7 +7,6 @@ each other and with COCO's evaluation (4 real val2017 images, 12 labelled people
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

@@ -23,16 +23,17 @@ Coordinate spaces:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pose_workloads.data.shards import read_manifest, read_shards
 from pose_workloads import ranks
+from pose_workloads.data.shards import read_manifest, read_shards
 from pose_workloads.errors import BadInput
 from pose_workloads.specs import BpnetAugmentation, BpnetLabelProcessor, BpnetNormalization, PoseConfig
 
@@ -411,7 +412,7 @@ def reference_bpnet_labels(
             heatmaps[num_joints, i, j] = min(max(np.float32(1.0) - peak, 0.0), 1.0)
 
     pafs = np.zeros((2 * len(limbs), height, width), dtype=np.float32)
-    for l, (a, b) in enumerate(limbs):
+    for limb, (a, b) in enumerate(limbs):
         for i in range(height):
             for j in range(width):
                 sum_x = sum_y = 0.0
@@ -432,8 +433,8 @@ def reference_bpnet_labels(
                         sum_y += uy
                         count += 1
                 if count:
-                    pafs[2 * l, i, j] = sum_x / count
-                    pafs[2 * l + 1, i, j] = sum_y / count
+                    pafs[2 * limb, i, j] = sum_x / count
+                    pafs[2 * limb + 1, i, j] = sum_y / count
 
     label_mask = np.ones((height, width), dtype=np.float32)
     if mask is not None:
@@ -482,15 +483,17 @@ class BpnetShardDataset(IterableDataset):
         pose_config: PoseConfig,
         input_size: tuple[int, int],
         target_size: tuple[int, int],
-        augmentation: BpnetAugmentation = BpnetAugmentation(),
-        labels: BpnetLabelProcessor = BpnetLabelProcessor(),
-        normalization: BpnetNormalization = BpnetNormalization(),
+        augmentation: BpnetAugmentation | None = None,  # None: the spec's defaults (likewise below)
+        labels: BpnetLabelProcessor | None = None,
+        normalization: BpnetNormalization | None = None,
         shuffle_buffer_size: int = 2000,
         train: bool = True,
         seed: int = 0,
     ):
         self.manifests = [Path(m) for m in manifests]
-        self.augmentation, self.label_settings = augmentation, labels
+        self.augmentation = augmentation or BpnetAugmentation()
+        self.label_settings = labels or BpnetLabelProcessor()
+        normalization = normalization or BpnetNormalization()
         self.shuffle_buffer_size = int(shuffle_buffer_size)
         self.seed = int(seed)
         self.pose_config = pose_config

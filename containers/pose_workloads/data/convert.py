@@ -44,10 +44,10 @@ import cv2
 import numpy as np
 
 from pose_workloads.data.coco import Person, ignore_mask, load_coco
-from pose_workloads.progress import track
 from pose_workloads.data.shards import FORMAT, MANIFEST, SAMPLES_PER_SHARD, VERSION, ShardWriter
-from pose_workloads.files import write_atomic
 from pose_workloads.errors import SpecError
+from pose_workloads.files import write_atomic
+from pose_workloads.progress import track
 from pose_workloads.specs import BpnetDatasetSpec, PoseConfig, load_pose_config, load_spec
 
 IMAGE_EXTENSIONS = {b"\xff\xd8\xff": "jpg", b"\x89PNG": "png"}

@@ -32,8 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pose_workloads.progress import track
 from pose_workloads.errors import BadInput
+from pose_workloads.progress import track
 from pose_workloads.specs import COCO17, PoseConfig, load_pose_config
 
 ANNOTATIONS_FILE = "annotations/person_keypoints.json"
@@ -566,7 +566,7 @@ def render_image(
 
     # Clothing texture: stripes on some shirts, where the person is still visible (not on sleeves
     # or trouser legs, whose tone tells left from right).
-    for fig, base, discs, _ in people:
+    for _, base, discs, _ in people:
         box = _box_of_discs(discs, width, height)
         if rng.random() >= 0.4 or box is None:
             continue

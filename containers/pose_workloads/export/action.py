@@ -6,10 +6,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from pose_workloads import model_file
 from pose_workloads.errors import BadInput
 from pose_workloads.export.onnx import INPUT_NAME, LAYOUTS, ExportFailed, export_onnx
-from pose_workloads.export.tensorrt import DATA_TYPES, Calibration, build_engine, calibration_images, engine_profile, shape_text
-from pose_workloads import model_file
+from pose_workloads.export.tensorrt import (
+    DATA_TYPES,
+    Calibration,
+    build_engine,
+    calibration_images,
+    engine_profile,
+    shape_text,
+)
 from pose_workloads.runtime import engine_sidecar
 from pose_workloads.specs import BpnetInferenceSpec, load_spec
 

@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pose_workloads.errors import BadInput, TaskFailed
 from pose_workloads import model_file
+from pose_workloads.errors import BadInput, TaskFailed
 from pose_workloads.predictor import ModelInfo
 from pose_workloads.runtime import ONNX_METADATA_KEY
 

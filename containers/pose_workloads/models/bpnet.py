@@ -30,8 +30,9 @@ Backbones, chosen in one table (ARCHITECTURES):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn

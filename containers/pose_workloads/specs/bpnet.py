@@ -114,7 +114,7 @@ class BpnetDataloader(Strict):
     label_processor_config: BpnetLabelProcessor = Field(default_factory=BpnetLabelProcessor)
 
     @model_validator(mode="after")
-    def _target_is_input_over_stride(self) -> "BpnetDataloader":
+    def _target_is_input_over_stride(self) -> BpnetDataloader:
         dims = self.image_config.image_dims
         want = (dims.height // 8, dims.width // 8)
         if tuple(self.pose_config.target_shape) != want:
@@ -217,7 +217,7 @@ class BpnetInferenceSpec(Strict):
     )
 
     @model_validator(mode="after")
-    def _positive_sizes(self) -> "BpnetInferenceSpec":
+    def _positive_sizes(self) -> BpnetInferenceSpec:
         if min(self.input_shape) < 8:
             raise ValueError(f"input_shape {list(self.input_shape)} must be at least 8 px each (the model stride), e.g. [368, 368]")
         if min(self.output_upsampling_factor) < 1:

@@ -35,7 +35,7 @@ class PoseConfig(Strict):
         return list(self.sigmas) if self.sigmas is not None else [0.089] * self.num_joints
 
     @model_validator(mode="after")
-    def _check_indices(self) -> "PoseConfig":
+    def _check_indices(self) -> PoseConfig:
         k = len(self.keypoints)
         for field in ("skeleton", "flip_pairs", "limbs"):
             for a, b in getattr(self, field) or []:
