@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import ROOT, ToyData, final_weights, read_metrics, toy_job
 
 from pose_workloads.exit_codes import PREEMPTED
 from pose_workloads.training.checkpoint import CHECKPOINT_LAST, set_rng_state
 from pose_workloads.training.job import Schedule
 from pose_workloads.training.loop import run_training
 from pose_workloads.training.preemption import Preempted
-from test_train import ROOT, ToyData, final_weights, read_metrics, toy_job
 
 HERE = Path(__file__).resolve()
 

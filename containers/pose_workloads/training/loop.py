@@ -28,7 +28,13 @@ from pose_workloads.training.data import batches, iterations_per_epoch, make_tra
 from pose_workloads.training.job import TrainJob
 from pose_workloads.training.metrics import MetricsLog, epoch_line
 from pose_workloads.training.optim import build_optimizer, kernel_penalty, learning_rate
-from pose_workloads.training.preemption import Preempted, StopRequests, position, resume_batches, rng_states_of_all_ranks
+from pose_workloads.training.preemption import (
+    Preempted,
+    StopRequests,
+    position,
+    resume_batches,
+    rng_states_of_all_ranks,
+)
 
 
 class NonFiniteLoss(TaskFailed):

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -51,7 +52,7 @@ class StopRequests:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopRequests":
+    def __enter__(self) -> StopRequests:
         self._previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._note)
