@@ -162,7 +162,7 @@ class BpnetLRSchedule(Strict):
     min_learning_rate: float = Field(default=8e-8, gt=0.0, le=10.0)
 
     @model_validator(mode="after")
-    def _min_below_base(self) -> "BpnetLRSchedule":
+    def _min_below_base(self) -> BpnetLRSchedule:
         if self.min_learning_rate > self.base_learning_rate:
             raise ValueError(f"min_learning_rate {self.min_learning_rate:g} is above base_learning_rate "
                              f"{self.base_learning_rate:g}; make it smaller")
