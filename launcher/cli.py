@@ -68,7 +68,8 @@ def _parameter(flag: Flag, launch_option: bool) -> inspect.Parameter:
         default = flag.default if launch_option and not flag.repeat else None
         if default is None:
             kind = kind | None
-    return inspect.Parameter(flag.dest, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, option], default=default)
+    return inspect.Parameter(flag.dest, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, option],
+                             default=default)
 
 
 def _plain(flag: Flag, value: Any) -> Any:
@@ -123,7 +124,8 @@ app.add_typer(mounts_app, name="mounts")
 @app.command("info")
 def info(
     workload: Annotated[bool, typer.Option(
-        "--workload", help="also run the workload's `info` task (torch, devices, mounted paths) through the runner.")] = False,
+        "--workload",
+        help="also run the workload's `info` task (torch, devices, mounted paths) through the runner.")] = False,
     runner: Annotated[str, typer.Option("--runner", help="runner for --workload (as for every task).")] = "auto",
 ) -> None:
     """The engine, the images, the GPUs, the mounts and the versions."""

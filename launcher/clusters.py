@@ -91,7 +91,8 @@ class KubernetesVolume(_Strict):
     def _one_kind(self) -> KubernetesVolume:
         given = [k for k in ("pvc", "nfs", "host_path") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"{self.source}: give exactly one of pvc, nfs, host_path (got {', '.join(given) or 'none'})")
+            got = ", ".join(given) or "none"
+            raise ValueError(f"{self.source}: give exactly one of pvc, nfs, host_path (got {got})")
         return self
 
 

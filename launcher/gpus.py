@@ -93,13 +93,16 @@ def choose_gpus(inventory: GpuInventory, count: int, indices: list[int] | None) 
         raise BadInput(f"--gpus {count}: must be at least 1")
     if indices is not None:
         if not inventory.gpus:
-            raise BadInput(f"--gpu_index {','.join(map(str, indices))}: no NVIDIA GPU found ({describe(inventory)}); drop --gpu_index to run on CPU")
+            raise BadInput(f"--gpu_index {','.join(map(str, indices))}: no NVIDIA GPU found ({describe(inventory)}); "
+                           "drop --gpu_index to run on CPU")
         missing = [i for i in indices if i >= len(inventory.gpus)]
         if missing:
-            raise BadInput(f"--gpu_index {','.join(map(str, indices))}: no GPU {missing[0]}; found {describe(inventory)}")
+            raise BadInput(
+                f"--gpu_index {','.join(map(str, indices))}: no GPU {missing[0]}; found {describe(inventory)}")
         return list(indices)
     if not inventory.gpus:
         return []
     if count > len(inventory.gpus):
-        raise BadInput(f"--gpus {count}: only {len(inventory.gpus)} found ({describe(inventory)}); ask for at most {len(inventory.gpus)}")
+        raise BadInput(f"--gpus {count}: only {len(inventory.gpus)} found ({describe(inventory)}); "
+                       f"ask for at most {len(inventory.gpus)}")
     return list(range(count))

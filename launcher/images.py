@@ -40,7 +40,8 @@ def dockerfile(kind: str, root: Path | None = None) -> Path:
         raise BadInput(f"unknown image {kind!r}; valid: {', '.join(KINDS)}")
     path = (root or project_root()) / "containers" / f"{kind}.Dockerfile"
     if not path.is_file():
-        raise BadInput(f"{path} not found; build images from a source checkout of pose (git clone), not an installed wheel")
+        raise BadInput(
+            f"{path} not found; build images from a source checkout of pose (git clone), not an installed wheel")
     return path
 
 

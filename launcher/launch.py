@@ -115,7 +115,8 @@ def load_mounts_for(requested_runner: str, image: str, notices: list[str]) -> Mo
     try:
         return load_mounts()
     except BadInput as err:
-        if requested_runner in ("docker", "slurm", "k8s") or (requested_runner == "auto" and not docker_unavailable(image)):
+        on_docker_or_cluster = requested_runner in ("docker", "slurm", "k8s")
+        if on_docker_or_cluster or (requested_runner == "auto" and not docker_unavailable(image)):
             raise
         notices.append(f"mounts file ignored by the local runner: {err}")
         return Mounts(file=mounts_file_path())
@@ -177,7 +178,8 @@ def plan_processes(task: Task, options: LaunchOptions, notices: list[str]) -> tu
     if (count > 1 or options.num_nodes > 1) and not task.distributed:
         raise BadInput(f"--gpus {count}: {task.name} runs as one process; use --gpus 1 (--gpu_index I picks the GPU)")
     if options.num_nodes < 1 or not 0 <= options.node_rank < options.num_nodes:
-        raise BadInput(f"--num_nodes {options.num_nodes} --node_rank {options.node_rank}: need 0 <= node_rank < num_nodes")
+        raise BadInput(
+            f"--num_nodes {options.num_nodes} --node_rank {options.node_rank}: need 0 <= node_rank < num_nodes")
     if options.num_nodes > 1 and not options.rdzv_endpoint:
         raise BadInput(f"--num_nodes {options.num_nodes}: give --rdzv_endpoint HOST:PORT of node 0")
     inventory = gpus.find_gpus()

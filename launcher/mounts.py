@@ -149,9 +149,11 @@ class Mount(_Strict):
         covered = destination if destination in SYSTEM_DESTINATIONS else next(
             (top for top in SYSTEM_SUBTREES if destination.startswith(top + "/")), None)
         if covered is not None:
-            raise ValueError(f"{destination} is {SYSTEM_DESTINATIONS[covered]}; mount into a folder of your own such as /workspace")
+            raise ValueError(
+                f"{destination} is {SYSTEM_DESTINATIONS[covered]}; mount into a folder of your own such as /workspace")
         if destination == LAUNCH_DIR_DESTINATION or destination.startswith(LAUNCH_DIR_DESTINATION + "/"):
-            raise ValueError(f"{LAUNCH_DIR_DESTINATION} is where pose mounts the translated specs; choose another destination")
+            raise ValueError(
+                f"{LAUNCH_DIR_DESTINATION} is where pose mounts the translated specs; choose another destination")
         return destination
 
 
@@ -163,7 +165,8 @@ class EnvVar(_Strict):
     @classmethod
     def _name(cls, variable: str) -> str:
         if not ENV_NAME.fullmatch(variable):
-            raise ValueError(f"{variable!r} is not an environment variable name; use letters, digits and _, not starting with a digit")
+            raise ValueError(f"{variable!r} is not an environment variable name; "
+                             "use letters, digits and _, not starting with a digit")
         return variable
 
     @field_validator("value", mode="before")
@@ -227,11 +230,13 @@ class ContainerOptions(_Strict):
         for container_port, host in ports.items():
             number, _, protocol = str(container_port).partition("/")
             if not (number.isdigit() and 1 <= int(number) <= 65535 and protocol in ("", "tcp", "udp", "sctp")):
-                raise ValueError(f"port {container_port!r}: write a container port 1-65535, optionally /tcp, /udp or /sctp")
+                raise ValueError(
+                    f"port {container_port!r}: write a container port 1-65535, optionally /tcp, /udp or /sctp")
             host_port = host.rpartition(":")[2] if isinstance(host, str) else host
             if host is not None and (isinstance(host, bool) or not str(host_port).isdigit()
                                      or not 1 <= int(host_port) <= 65535):
-                raise ValueError(f"port {container_port}: host port {host!r} is not 1-65535 (or \"IP:PORT\", or null for any)")
+                raise ValueError(
+                    f"port {container_port}: host port {host!r} is not 1-65535 (or \"IP:PORT\", or null for any)")
         return ports
 
     @field_validator("privileged", "tty", mode="before")
@@ -363,11 +368,13 @@ def load_mounts(path: Path | None = None) -> Mounts:
     path = path or mounts_file_path()
     if not path.exists():
         if os.environ.get("POSE_MOUNTS") and path == mounts_file_path():
-            raise BadInput(f"{path}: not found (named by $POSE_MOUNTS); create it (see mounts.example.json) or unset POSE_MOUNTS")
+            raise BadInput(
+                f"{path}: not found (named by $POSE_MOUNTS); create it (see mounts.example.json) or unset POSE_MOUNTS")
         return Mounts(file=path)
     data = _read_json(path)
     if not isinstance(data, dict):
-        raise BadInput(f"{path}: top level must be an object with Mounts, Envs, DockerOptions, Slurm, Kubernetes; see mounts.example.json")
+        raise BadInput(f"{path}: top level must be an object with Mounts, Envs, DockerOptions, Slurm, Kubernetes; "
+                       "see mounts.example.json")
     try:
         parsed = MountsFile.model_validate(data)
     except ValidationError as err:

@@ -54,7 +54,8 @@ def describe_mounts(mounts: Iterable[Mount], mounts_file: Path) -> str:
     return f"mounts in {mounts_file}: {listed}" if listed else f"no mounts ({mounts_file} has none or does not exist)"
 
 
-def place_path(value: str | Path, mounts: tuple[Mount, ...], mounts_file: Path, what: str, cwd: Path | None = None) -> PlacedPath:
+def place_path(value: str | Path, mounts: tuple[Mount, ...], mounts_file: Path, what: str,
+               cwd: Path | None = None) -> PlacedPath:
     """Where `value` is on the host and in the container.
 
     `value` is a host path (relative ones are taken from `cwd`; symlinks resolved), or else an

@@ -28,7 +28,8 @@ LAUNCH_OPTIONS: tuple[Flag, ...] = (
          help="GPUs to use (default 1); N > 1 starts N ranks under torchrun. No GPU: N CPU processes. "
               "slurm/k8s: GPUs (ranks) per node; 0: one CPU rank per node."),
     Flag(("--gpu_index",), "gpu_index", metavar="I,J", help="exactly these host GPUs (NVML indices)."),
-    Flag(("--num_nodes",), "num_nodes", type=int, default=1, help="nodes in a multi-node run (slurm/k8s: nodes or pods to start)."),
+    Flag(("--num_nodes",), "num_nodes", type=int, default=1,
+         help="nodes in a multi-node run (slurm/k8s: nodes or pods to start)."),
     Flag(("--node_rank",), "node_rank", type=int, default=0, help="this node's rank (0 .. num_nodes-1)."),
     Flag(("--rdzv_endpoint",), "rdzv_endpoint", metavar="HOST:PORT", help="rendezvous of a multi-node run (node 0)."),
     replace(SET, default=(), cli=True,
@@ -38,13 +39,16 @@ LAUNCH_OPTIONS: tuple[Flag, ...] = (
     KEY,
     Flag(("--detach",), "detach", "switch", default=False,
          help="docker/slurm/k8s: start the job, print its id and return (pose jobs logs|cancel ID)."),
-    Flag(("--partition",), "partition", metavar="P", help="slurm: the partition (default: the mounts file's Slurm.partition)."),
+    Flag(("--partition",), "partition", metavar="P",
+         help="slurm: the partition (default: the mounts file's Slurm.partition)."),
     Flag(("--account",), "account", metavar="A", help="slurm: the account to charge."),
     Flag(("--time",), "time", metavar="T", help="slurm: the time limit (sbatch --time, e.g. 04:00:00)."),
     Flag(("--container_runtime",), "container_runtime", choices=("pyxis", "docker", "none"),
-         help="slurm: pyxis (srun --container-image), docker (docker run on each node) or none (workloads installed)."),
+         help="slurm: pyxis (srun --container-image), docker (docker run on each node) "
+              "or none (workloads installed)."),
     Flag(("--signal_grace",), "signal_grace_s", type=int, metavar="SECONDS",
-         help="slurm training: USR1 this long before the time limit; ranks checkpoint, the job is requeued and resumes."),
+         help="slurm training: USR1 this long before the time limit; ranks checkpoint, "
+              "the job is requeued and resumes."),
 )
 
 

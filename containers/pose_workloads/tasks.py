@@ -105,12 +105,14 @@ SET = Flag(("--set",), "overrides", metavar="KEY.SUB=VALUE", repeat=True, cli=Fa
 GPUS = Flag(("--gpus",), "gpus", type=int, default=1, cli=False, help="processes per node (the launcher passes it).")
 
 EXPERIMENT_SPEC = Flag(("-e", "--experiment_spec_file", "--experiment_spec", "--spec"), "spec", "spec",
-                       required=True, metavar="SPEC", help="experiment spec (YAML); host path, or container path TAO-style.")
+                       required=True, metavar="SPEC",
+                       help="experiment spec (YAML); host path, or container path TAO-style.")
 RESULTS_DIR = Flag(("-r", "--results_dir"), "results_dir", "output", required=True, metavar="DIR",
                    help="results folder (checkpoints, logs, outputs).")
 MODEL = Flag(("-m", "--model", "--model_filename"), "model", "input", required=True, metavar="MODEL",
              help="model file: .pth, .onnx or .engine.")
-OUTPUT = Flag(("-o", "--output_file", "--output"), "output", "output", required=True, metavar="FILE", help="output file.")
+OUTPUT = Flag(("-o", "--output_file", "--output"), "output", "output", required=True, metavar="FILE",
+              help="output file.")
 INPUT = Flag(("--input",), "input", "input", required=True, metavar="PATH", help="image, folder of images, or video.")
 INFERENCE_SPEC = Flag(("--inference_spec", "-i"), "inference_spec", "spec", required=True, metavar="SPEC",
                       spec="BpnetInferenceSpec", help="inference spec (YAML, infer_spec.yaml).")
@@ -123,7 +125,8 @@ BPNET_RESULTS_DIR = replace(RESULTS_DIR, names=("--results_dir", "-r"))
 EXPORT_FLAGS = (
     replace(MODEL, help=".pth model to export."),
     replace(OUTPUT, help="output .onnx path."),
-    Flag(("--engine_file",), "engine_file", "output", metavar="FILE", help="also build a TensorRT engine here (TensorRT image)."),
+    Flag(("--engine_file",), "engine_file", "output", metavar="FILE",
+         help="also build a TensorRT engine here (TensorRT image)."),
     Flag(("--data_type",), "data_type", default="fp32", choices=("fp32", "fp16", "int8"), help="engine precision."),
     Flag(("--cal_image_dir",), "cal_image_dir", "input", metavar="DIR", help="images for INT8 calibration."),
     Flag(("--cal_cache_file",), "cal_cache_file", "output", metavar="FILE",
@@ -136,15 +139,18 @@ EXPORT_FLAGS = (
 # ---- The tasks -----------------------------------------------------------------------------------
 
 _TASKS = (
-    Task("info", "", "pose_workloads.info:main", "versions, devices and the paths this task can see", (), cli=False),
+    Task("info", "", "pose_workloads.info:main",
+         "versions, devices and the paths this task can see", (), cli=False),
     Task("selftest", "", "pose_workloads.selftest:main",
          "Check a runner end to end: every rank all-reduces a tensor and prints RANK/WORLD_SIZE.", (
              Flag(("--fail_rank",), "fail_rank", type=int, help="this rank exits 3."),
-             Flag(("--hold_s",), "hold_s", type=float, default=0.0, help="keep the ranks alive this long (Ctrl-C tests)."),
+             Flag(("--hold_s",), "hold_s", type=float, default=0.0,
+                  help="keep the ranks alive this long (Ctrl-C tests)."),
          ), distributed=True),
     Task("dataset", "synth", "pose_workloads.data.synth:main",
          "Write a small synthetic COCO-keypoints dataset (for demos and tests).", (
-             Flag(("-o", "--output_dir", "--output"), "output", "output", required=True, metavar="DIR", help="dataset folder."),
+             Flag(("-o", "--output_dir", "--output"), "output", "output", required=True, metavar="DIR",
+                  help="dataset folder."),
              Flag(("--images",), "images", type=int, default=200, help="number of images."),
              Flag(("--seed",), "seed", type=int, default=0, help="random seed."),
              Flag(("--max_people",), "max_people", type=int, default=3, help="people per image, at most."),
@@ -173,40 +179,51 @@ _TASKS = (
          )),
     Task("simple-pose", "export", "pose_workloads.export.action:main",
          "Export to ONNX (and a TensorRT engine with --engine_file).", EXPORT_FLAGS),
-    Task("bpnet", "dataset_convert", "pose_workloads.data.convert:main", "Masks and training shards from a COCO-format dataset.", (
-        DATASET_SPEC,
-        Flag(("-m", "--mode"), "mode", required=True, choices=("train", "test"), help="which split of the dataset spec."),
-        Flag(("-o", "--output_filename", "--output"), "output", "output", required=True, metavar="PATH",
-             help="output shards prefix."),
-        Flag(("--generate_masks",), "generate_masks", "switch", help="also write the loss masks (crowds, unlabelled people)."),
-    )),
-    Task("bpnet", "train", "pose_workloads.bpnet:train", "Train (resumes from the results folder when it holds a checkpoint).", (
-        replace(EXPERIMENT_SPEC, spec="BpnetTrainSpec"), RESULTS_DIR, GPUS, SET,
-    ), distributed=True),
-    Task("bpnet", "evaluate", "pose_workloads.bpnet:evaluate", "COCO OKS AP of a model on the dataset spec's test split.", (
-        INFERENCE_SPEC, MODEL_FILENAME, DATASET_SPEC, BPNET_RESULTS_DIR, SET,
-    )),
+    Task("bpnet", "dataset_convert", "pose_workloads.data.convert:main",
+         "Masks and training shards from a COCO-format dataset.", (
+             DATASET_SPEC,
+             Flag(("-m", "--mode"), "mode", required=True, choices=("train", "test"),
+                  help="which split of the dataset spec."),
+             Flag(("-o", "--output_filename", "--output"), "output", "output", required=True, metavar="PATH",
+                  help="output shards prefix."),
+             Flag(("--generate_masks",), "generate_masks", "switch",
+                  help="also write the loss masks (crowds, unlabelled people)."),
+         )),
+    Task("bpnet", "train", "pose_workloads.bpnet:train",
+         "Train (resumes from the results folder when it holds a checkpoint).", (
+             replace(EXPERIMENT_SPEC, spec="BpnetTrainSpec"), RESULTS_DIR, GPUS, SET,
+         ), distributed=True),
+    Task("bpnet", "evaluate", "pose_workloads.bpnet:evaluate",
+         "COCO OKS AP of a model on the dataset spec's test split.", (
+             INFERENCE_SPEC, MODEL_FILENAME, DATASET_SPEC, BPNET_RESULTS_DIR, SET,
+         )),
     Task("bpnet", "inference", "pose_workloads.bpnet:inference",
          "Skeletons of every person in images or a video, as detections.json.", (
              INFERENCE_SPEC, MODEL_FILENAME,
-             Flag(("--input_type",), "input_type", default="dir", choices=("dir", "image", "video"), help="what --input is."),
+             Flag(("--input_type",), "input_type", default="dir", choices=("dir", "image", "video"),
+                  help="what --input is."),
              INPUT, BPNET_RESULTS_DIR,
-             Flag(("--dump_visualizations",), "dump_visualizations", "switch", help="also write images with skeletons drawn."),
+             Flag(("--dump_visualizations",), "dump_visualizations", "switch",
+                  help="also write images with skeletons drawn."),
              SET,
          )),
-    Task("bpnet", "export", "pose_workloads.export.action:main", "Export to ONNX (and a TensorRT engine with --engine_file).", (
-        *EXPORT_FLAGS,
-        replace(INFERENCE_SPEC, required=False,
-                help="size the engine for this inference spec's inputs (default: 368x368, adjust_network_input)."),
-    )),
-    Task("bpnet", "prune", "pose_workloads.prune:main", "L1-norm structured channel pruning (retrain after).", (
-        replace(MODEL, help=".pth model to prune."), replace(OUTPUT, help="pruned .pth model."),
-        Flag(("-pth", "--pruning_threshold"), "threshold", type=float, default=0.1, help="L1-norm threshold (TAO: 0.05 .. 3.0)."),
-        Flag(("-eq", "--equalization_criterion"), "criterion", default="union",
-             choices=("union", "intersection", "arithmetic_mean", "geometric_mean"), help="how coupled layers agree."),
-        Flag(("-pg", "--pruning_granularity"), "granularity", type=int, default=8,
-             help="channels removed in multiples of this."),
-    )),
+    Task("bpnet", "export", "pose_workloads.export.action:main",
+         "Export to ONNX (and a TensorRT engine with --engine_file).", (
+             *EXPORT_FLAGS,
+             replace(INFERENCE_SPEC, required=False,
+                     help="size the engine for this inference spec's inputs (default: 368x368, adjust_network_input)."),
+         )),
+    Task("bpnet", "prune", "pose_workloads.prune:main",
+         "L1-norm structured channel pruning (retrain after).", (
+             replace(MODEL, help=".pth model to prune."), replace(OUTPUT, help="pruned .pth model."),
+             Flag(("-pth", "--pruning_threshold"), "threshold", type=float, default=0.1,
+                  help="L1-norm threshold (TAO: 0.05 .. 3.0)."),
+             Flag(("-eq", "--equalization_criterion"), "criterion", default="union",
+                  choices=("union", "intersection", "arithmetic_mean", "geometric_mean"),
+                  help="how coupled layers agree."),
+             Flag(("-pg", "--pruning_granularity"), "granularity", type=int, default=8,
+                  help="channels removed in multiples of this."),
+         )),
 )
 
 TASKS: dict[tuple[str, str], Task] = {(task.network, task.action): task for task in _TASKS}

@@ -188,7 +188,8 @@ def _create_and_start(client, call: TaskCall, name: str):
     limits = ulimits_within_host_limits(DEFAULT_ULIMITS)
     print(f"pose: the engine cannot raise ulimits beyond this host's hard limits; using {limits} "
           "(set DockerOptions.ulimits to choose)", file=sys.stderr, flush=True)
-    return _create_and_start(client, replace(call, docker_options=call.docker_options.model_copy(update={"ulimits": limits})), name)
+    with_limits = call.docker_options.model_copy(update={"ulimits": limits})
+    return _create_and_start(client, replace(call, docker_options=with_limits), name)
 
 
 def _stop(client, name: str, signum: int) -> None:

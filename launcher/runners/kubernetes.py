@@ -116,7 +116,8 @@ def create(api: Api, objects: list[Any]) -> None:
     try:
         created = api.batch.create_namespaced_job(namespace, job)
     except k.ApiException as err:
-        raise BadInput(f"Kubernetes refused the Job: {_reason(err)}; fix the mounts file's Kubernetes section") from None
+        raise BadInput(
+            f"Kubernetes refused the Job: {_reason(err)}; fix the mounts file's Kubernetes section") from None
     owner = k.V1OwnerReference(api_version="batch/v1", kind="Job", name=created.metadata.name,
                                uid=created.metadata.uid, block_owner_deletion=True)
     for obj in (config_map, service):

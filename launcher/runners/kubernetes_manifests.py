@@ -122,7 +122,8 @@ def volumes(job: KubernetesJob) -> tuple[list[Any], list[Any]]:
                 claim_name=volume.pvc.claim_name, read_only=mount.read_only)}
             sub_path = volume.pvc.sub_path
         elif volume.nfs is not None:
-            source = {"nfs": k.V1NFSVolumeSource(server=volume.nfs.server, path=volume.nfs.path, read_only=mount.read_only)}
+            source = {"nfs": k.V1NFSVolumeSource(server=volume.nfs.server, path=volume.nfs.path,
+                                                 read_only=mount.read_only)}
         else:
             assert volume.host_path is not None  # the model requires one of pvc, nfs, host_path
             source = {"host_path": k.V1HostPathVolumeSource(path=volume.host_path.path, type="Directory")}
@@ -163,7 +164,8 @@ def manifests(job: KubernetesJob) -> list[Any]:
         node_selector=dict(settings.node_selector) or None,
         tolerations=[k.V1Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect,
                                     toleration_seconds=t.toleration_seconds) for t in settings.tolerations] or None,
-        image_pull_secrets=[k.V1LocalObjectReference(name=settings.image_pull_secret)] if settings.image_pull_secret else None,
+        image_pull_secrets=(
+            [k.V1LocalObjectReference(name=settings.image_pull_secret)] if settings.image_pull_secret else None),
     )
     batch_job = k.V1Job(api_version="batch/v1", kind="Job", metadata=meta, spec=k.V1JobSpec(
         completion_mode="Indexed", completions=call.num_nodes, parallelism=call.num_nodes,

@@ -186,7 +186,8 @@ def pyxis_mounts(job: SlurmJob) -> str:
         source = str(job.launch_dir) if mount.destination == LAUNCH_DIR_DESTINATION else str(mount.source)
         for path in (source, mount.destination):
             if "," in path or ":" in path:
-                raise ValueError(f"{path}: pyxis cannot mount a path containing ',' or ':'; rename it or use --container_runtime docker")
+                raise ValueError(f"{path}: pyxis cannot mount a path containing ',' or ':'; "
+                                 "rename it or use --container_runtime docker")
         items.append(f"{source}:{mount.destination}" + (":ro" if mount.read_only else ""))
     # node.sh runs inside the container and writes its exit code here.
     items.append(f"{job.launch_dir}/exit:{LAUNCH_DIR_DESTINATION}/exit")

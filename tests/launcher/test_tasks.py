@@ -120,7 +120,8 @@ def test_the_host_command_offers_exactly_the_table_flags_and_launch_options(key)
         assert offered[dest].required == flag.required, dest
 
 
-@pytest.mark.parametrize("key, flag, spelling", every_spelling(lambda task: [f for f in task.flags if f.cli] if task.cli else []),
+@pytest.mark.parametrize("key, flag, spelling",
+                         every_spelling(lambda task: [f for f in task.flags if f.cli] if task.cli else []),
                          ids=lambda v: v if isinstance(v, str) else None)
 def test_the_host_passes_every_spelling_on_under_the_first_one(key, flag, spelling, cli, monkeypatch):
     task = TASKS[key]
