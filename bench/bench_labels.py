@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from timing import best_time
 
-from pose_workloads.data.bottomup import bpnet_labels, reference_bpnet_labels
+from pose_workloads.data.bpnet_labels import bpnet_labels, reference_bpnet_labels
 from pose_workloads.specs import load_pose_config
 
 POSE_CONFIG = Path(__file__).resolve().parents[1] / "specs/bpnet/bpnet_18joints.json"

@@ -139,7 +139,7 @@ def test_a_shrinking_warp_is_an_area_resize_as_evaluate_does():
 def test_labels_of_a_flipped_sample_are_the_mirror_with_left_and_right_swapped():
     from pathlib import Path
 
-    from pose_workloads.data.bottomup import bpnet_labels
+    from pose_workloads.data.bpnet_labels import bpnet_labels
     from pose_workloads.specs import load_pose_config
 
     pose = load_pose_config(Path(__file__).resolve().parents[2] / "specs/bpnet/bpnet_18joints.json")

@@ -1,4 +1,4 @@
-"""BodyPoseNet labels (data/bottomup.py): heatmaps, PAFs, loss mask, model joints."""
+"""BodyPoseNet labels (data/bpnet_labels.py): heatmaps, PAFs, loss mask, model joints."""
 
 from __future__ import annotations
 
@@ -7,14 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pose_workloads.data.bottomup import (
-    HEATMAP_FLOOR,
-    bpnet_labels,
-    joint_sources,
-    reference_bpnet_labels,
-    target_grid,
-    to_model_joints,
-)
+from pose_workloads.data.bottomup import joint_sources, to_model_joints
+from pose_workloads.data.bpnet_labels import HEATMAP_FLOOR, bpnet_labels, reference_bpnet_labels, target_grid
 from pose_workloads.specs import COCO17, load_pose_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,7 +20,8 @@ import torch
 from pose_workloads import bpnet
 from pose_workloads.__main__ import main
 from pose_workloads.data import coco as coco_module
-from pose_workloads.data.bottomup import bpnet_labels, joint_sources, to_model_joints
+from pose_workloads.data.bottomup import joint_sources, to_model_joints
+from pose_workloads.data.bpnet_labels import bpnet_labels
 from pose_workloads.predictor import ModelInfo, Predictor
 from pose_workloads.specs import COCO17, BpnetInferenceSpec, BpnetNormalization, load_pose_config, load_spec
 

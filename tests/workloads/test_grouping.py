@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pose_workloads.grouping import People, find_peaks, group_people, reference_group_people
+from pose_workloads.grouping import People, find_people, group_people
+from pose_workloads.peaks import find_peaks, refine_peaks
+from pose_workloads.grouping_reference import reference_group_people
 from pose_workloads.specs import COCO17
 
 LIMBS = COCO17.paf_limbs
@@ -221,3 +223,77 @@ def test_vectorised_grouping_matches_the_reference_loop_on_subpixel_peaks():
     assert len(fast.keypoints) > 0
     np.testing.assert_array_equal(fast.keypoints, slow.keypoints)
     np.testing.assert_array_equal(fast.scores, slow.scores)
+
+
+# --- the fast path: network-resolution maps, sub-pixel peaks, bilinear PAF samples ---------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bilinear_grouping_matches_the_reference_loop(seed):
+    # Sub-pixel peaks and bilinear samples: the vectorised scoring (with its bound-based early
+    # rejection) must give the oracle's skeletons bit for bit.
+    heatmaps, pafs = noise_maps(seed)
+    rng = np.random.default_rng(seed)
+    peaks = [np.concatenate([np.clip(p[:, :2] + rng.uniform(-0.5, 0.5, p[:, :2].shape), 0, 49), p[:, 2:]], axis=1).astype(np.float32)
+             for p in find_peaks(heatmaps, threshold=0.1, sigma_smooth=1.0)]
+    kwargs = dict(min_parts=2, min_score=0.0, interpolation="bilinear")
+    fast = group_people(peaks, pafs, LIMBS, 0.05, **kwargs)
+    slow = reference_group_people(peaks, pafs, LIMBS, 0.05, **kwargs)
+    assert len(fast.keypoints) > 0
+    np.testing.assert_array_equal(fast.keypoints, slow.keypoints)
+    np.testing.assert_array_equal(fast.scores, slow.scores)
+
+
+def test_bilinear_grouping_matches_the_reference_loop_on_overlapping_people():
+    rng = np.random.default_rng(5)
+    truth = [person_at(*rng.uniform(0, 100, 2), rng.uniform(40, 90), rng, jitter_px=4) for _ in range(8)]
+    heatmaps, pafs = render(truth, (200, 150))
+    peaks = refine_peaks(heatmaps, find_peaks(heatmaps, 0.05, 1.0, cross=True), 0.1)
+    fast = group_people(peaks, pafs, LIMBS, 0.05, interpolation="bilinear")
+    slow = reference_group_people(peaks, pafs, LIMBS, 0.05, interpolation="bilinear")
+    assert len(fast.keypoints) >= 3
+    np.testing.assert_array_equal(fast.keypoints, slow.keypoints)
+    np.testing.assert_array_equal(fast.scores, slow.scores)
+
+
+def test_refined_peaks_land_on_subpixel_gaussian_centres():
+    # Gaussians centred between grid points: refinement recovers the centre and the height.
+    centres = np.array([[10.3, 12.8], [25.5, 6.25], [0.0, 20.4]])
+    ys, xs = np.mgrid[0:30, 0:40].astype(np.float64)
+    heatmaps = np.stack([np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 0.9**2)) for x, y in centres]).astype(np.float32)
+    peaks = refine_peaks(heatmaps, find_peaks(heatmaps, 0.05, 0.0, cross=True), 0.1)
+    for (x, y), found in zip(centres, peaks):
+        assert found.shape == (1, 3)
+        assert abs(found[0, 0] - x) < 1e-3 and abs(found[0, 1] - y) < 1e-3, (found, x, y)
+        assert abs(found[0, 2] - 1.0) < 1e-3
+
+
+def test_refinement_drops_peaks_below_the_threshold_and_keeps_non_positive_maps_finite():
+    heatmaps = np.zeros((2, 9, 9), np.float32)
+    heatmaps[0, 4, 4], heatmaps[0, 4, 5] = 0.08, 0.02  # below 0.1 once refined
+    heatmaps[1, 4, 4], heatmaps[1, 4, 3] = 0.9, -0.2  # a negative neighbour: the fit uses values
+    peaks = refine_peaks(heatmaps, find_peaks(heatmaps, 0.01, 0.0), 0.1)
+    assert peaks[0].shape == (0, 3)
+    assert peaks[1].shape == (1, 3) and np.isfinite(peaks[1]).all()
+    assert 4.0 <= peaks[1][0, 0] <= 4.5 and peaks[1][0, 1] == 4.0
+
+
+def test_cross_peaks_part_the_same_joint_of_two_people_diagonally_adjacent():
+    heatmaps = np.zeros((1, 9, 9), np.float32)
+    heatmaps[0, 3, 3], heatmaps[0, 4, 4] = 1.0, 0.9
+    assert len(find_peaks(heatmaps, 0.1, 0.0)[0]) == 1  # 3x3 maxima merge them
+    assert len(find_peaks(heatmaps, 0.1, 0.0, cross=True)[0]) == 2
+
+
+def test_find_people_recovers_a_crowd_at_network_resolution():
+    # People drawn at input resolution, then the maps shrunk 8x as the network would output them:
+    # find_people works on the small maps and its joints land within a pixel of the truth.
+    import cv2
+
+    truth = [person_at(4 + 80 * c, 4 + 140 * r, 120) for r in range(3) for c in range(4)]
+    heatmaps, pafs = render(truth, (432, 328), sigma_px=7.0, band_px=8.0)
+    small = lambda maps: cv2.resize(maps.transpose(1, 2, 0), (41, 54), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)  # noqa: E731
+    keypoints, scores = find_people(small(heatmaps), small(pafs), LIMBS, 0.1, 0.05, 3 / 8)
+    assert len(keypoints) == len(truth)
+    input_px = keypoints[:, :, :2] * 8 + 3.5
+    errors = match_to_truth(np.concatenate([input_px, keypoints[:, :, 2:]], axis=2), truth)
+    assert max(errors) < 4.0, errors
