@@ -61,6 +61,11 @@ class Candidates(NamedTuple):
     bounds: np.ndarray  # (L + 1,) int64
 
 
+# Pairs scored per NumPy pass: limbs are taken in groups of about this many pairs, so that a big
+# crowd's arrays stay in cache (100 people: 150k pairs).
+CHUNK_PAIRS = 32768
+
+
 def score_limb_candidates(
     peaks: Sequence[np.ndarray],
     pafs: np.ndarray,
@@ -70,149 +75,164 @@ def score_limb_candidates(
     count_threshold: float = 0.8,
     interpolation: str = "nearest",
 ) -> Candidates:
-    """Score every (A peak, B peak) pair of every limb in one pass and keep those passing both
-    criteria (see the module doc). Arguments as `group_people`.
+    """Score every (A peak, B peak) pair of every limb and keep those passing both criteria (see
+    the module doc). Arguments as `group_people`.
 
-    All pairs of all limbs are one flat array, so the cost is a handful of NumPy calls whatever the
-    number of limbs; each pair's samples gather from the flattened PAF stack.
+    The pairs of many limbs are one flat array, so the cost is a handful of NumPy calls per group
+    of limbs; each pair's samples gather from the flattened PAF stack.
     """
+    if interpolation not in ("nearest", "bilinear"):
+        raise ValueError(f"interpolation {interpolation!r}: use nearest or bilinear")
     num_limbs = len(limbs)
-    _, height, width = pafs.shape
     counts = np.array([len(p) for p in peaks], np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     all_peaks = np.concatenate([np.asarray(p, np.float32).reshape(-1, 3) for p in peaks]) if len(peaks) else np.zeros((0, 3), np.float32)
+    peak_x, peak_y = all_peaks[:, 0].astype(np.float64), all_peaks[:, 1].astype(np.float64)
     joint_a = np.array([a for a, _ in limbs], np.int64).reshape(-1)
     joint_b = np.array([b for _, b in limbs], np.int64).reshape(-1)
-    num_a, num_b = counts[joint_a], counts[joint_b]
-    sizes = num_a * num_b
-
-    # Pair p belongs to limb limb_of[p] and is (i, j) = divmod(p - first pair of that limb, nB).
-    limb_of = np.repeat(np.arange(num_limbs), sizes)
-    within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    ia, ib = np.divmod(within, np.maximum(num_b[limb_of], 1))
-    peak_x, peak_y = all_peaks[:, 0].astype(np.float64), all_peaks[:, 1].astype(np.float64)
-    peak_a, peak_b = offsets[joint_a][limb_of] + ia, offsets[joint_b][limb_of] + ib
-    ax, ay = peak_x[peak_a], peak_y[peak_a]
-    bx, by = peak_x[peak_b], peak_y[peak_b]
-    dx, dy = bx - ax, by - ay
-    norm = np.maximum(np.sqrt(dx * dx + dy * dy), 1e-3)
-    ux, uy = dx / norm, dy / norm
+    field = _PafField(pafs, interpolation == "bilinear", peak_x, peak_y)
     t = np.linspace(0.0, 1.0, num_samples)
-    if pafs.transpose(1, 2, 0).flags.c_contiguous:
-        # (H, W, 2L) in memory, as cv2.resize returns maps: used as is, and a sample's x and y
-        # components share a cache line.
-        flat_pafs = pafs.transpose(1, 2, 0).reshape(-1)
-        pixel_step, channel_step = 2 * num_limbs, 1
-    else:
-        flat_pafs = np.ascontiguousarray(pafs).reshape(-1)
-        pixel_step, channel_step = 1, height * width
-    channel_x = 2 * limb_of * channel_step
-    bilinear = interpolation == "bilinear"
-    if interpolation not in ("nearest", "bilinear"):
-        raise ValueError(f"interpolation {interpolation!r}: use nearest or bilinear")
+    # A pair needs more than count_threshold * S samples above the threshold: it may miss at most
+    # `max_misses`.
+    max_misses = num_samples - (math.floor(count_threshold * num_samples) + 1)
+    sizes = counts[joint_a] * counts[joint_b]
+    if max_misses < 0 or num_limbs == 0:
+        return Candidates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(num_limbs + 1, np.int64))
 
-    def cell_of(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score_limbs(limb_ids: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(ia, ib, score, limb) of the candidates of these limbs, by limb, best first."""
+        limb_sizes = sizes[limb_ids]
+        # Pair p is (i, j) = divmod(p - first pair of its limb, nB) of limb limb_of[p].
+        local = np.repeat(np.arange(len(limb_ids)), limb_sizes)
+        limb_of = limb_ids[local]
+        within = np.arange(int(limb_sizes.sum())) - np.repeat(np.cumsum(limb_sizes) - limb_sizes, limb_sizes)
+        ia, ib = np.divmod(within, np.maximum(counts[joint_b][limb_of], 1))
+        peak_a, peak_b = offsets[joint_a][limb_of] + ia, offsets[joint_b][limb_of] + ib
+        ax, ay, bx, by = peak_x[peak_a], peak_y[peak_a], peak_x[peak_b], peak_y[peak_b]
+        dx, dy = bx - ax, by - ay
+        norm = np.maximum(np.sqrt(dx * dx + dy * dy), 1e-3)
+        ux, uy = dx / norm, dy / norm
+
+        # Most pairs join different people and miss most samples: exact, cheap tests drop them
+        # before the survivors pay for all S samples. First the end samples (t = 0 and 1): they
+        # sit on the peaks, whose PAF vectors are read once per (limb, peak), not once per pair.
+        def at_peaks(joints: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            peak_counts = counts[joints[limb_ids]]
+            first = np.cumsum(peak_counts) - peak_counts
+            row_limb = np.repeat(np.arange(len(limb_ids)), peak_counts)
+            row_peak = offsets[joints[limb_ids]][row_limb] + np.arange(int(peak_counts.sum())) - first[row_limb]
+            vx, vy = field.at(limb_ids[row_limb], peak_x[row_peak], peak_y[row_peak])
+            row = first[local] + index  # this pair's (limb, peak) row
+            return vx[row], vy[row]
+
+        ends = {0: at_peaks(joint_a, ia)}
+        if num_samples >= 2 and np.array_equal(ax + dx * t[-1], bx) and np.array_equal(ay + dy * t[-1], by):
+            # ax + (bx - ax) == bx for pixel coordinates; checked, not assumed
+            ends[num_samples - 1] = at_peaks(joint_b, ib)
+        misses = np.zeros(len(ax), np.int64)
+        for vx, vy in ends.values():
+            misses += ~(vx * ux + vy * uy > paf_threshold)
+        # Index arrays, not boolean masks, select the pairs left: several times faster in NumPy.
+        pairs = np.flatnonzero(misses <= max_misses)
+        misses = misses[pairs]
+        # Then the bound on the other samples: a few spread along the limb, then the rest. Arrays
+        # are samples x pairs, so NumPy's inner loops run over the many pairs (a short last axis
+        # is several times slower).
+        spread = [int(m) for m in np.round(np.linspace(0, num_samples - 1, max_misses + 4)[1:-1]) if m not in ends]
+        rest = [s for s in range(num_samples) if s not in ends and s not in spread]
+        for samples in (spread, rest):
+            if len(pairs) and samples:
+                ts = t[samples, None]
+                misses += field.sure_misses(limb_of[pairs], ax[pairs] + dx[pairs] * ts, ay[pairs] + dy[pairs] * ts, paf_threshold)
+                keep = np.flatnonzero(misses <= max_misses)
+                pairs, misses = pairs[keep], misses[keep]
+
+        vx, vy = field.at(limb_of[pairs], ax[pairs] + dx[pairs] * t[:, None], ay[pairs] + dy[pairs] * t[:, None])
+        proj = vx * ux[pairs] + vy * uy[pairs]  # (S, pairs)
+        # Summed sample by sample, in the reference loop's order, so both give bit-identical scores.
+        total = np.zeros(len(pairs))
+        for s in range(num_samples):
+            total = total + proj[s]
+        above = (proj > paf_threshold).sum(axis=0)
+        score = total / num_samples + np.minimum(0.5 * field.height / norm[pairs] - 1.0, 0.0)
+        passed = np.flatnonzero((above > count_threshold * num_samples) & (score > 0))
+        pairs, score = pairs[passed], score[passed]
+        order = np.lexsort((-score, limb_of[pairs]))  # stable: equal scores keep A-major order
+        pairs, score = pairs[order], score[order]
+        return ia[pairs], ib[pairs], score, limb_of[pairs]
+
+    groups, start, total = [], 0, 0
+    for limb in range(num_limbs):
+        if limb > start and total + sizes[limb] > CHUNK_PAIRS:
+            groups.append(np.arange(start, limb))
+            start, total = limb, 0
+        total += sizes[limb]
+    groups.append(np.arange(start, num_limbs))
+    ia, ib, score, limb_of = (np.concatenate(parts) for parts in zip(*(score_limbs(g) for g in groups)))
+    return Candidates(ia, ib, score, np.searchsorted(limb_of, np.arange(num_limbs + 1)))
+
+
+class _PafField:
+    """The PAF stack flattened for gathers, read at points (nearest or bilinear), and a bound on
+    the length of the vector any sample in a pixel (a 2x2 cell) can read there."""
+
+    def __init__(self, pafs: np.ndarray, bilinear: bool, peak_x: np.ndarray, peak_y: np.ndarray):
+        channels, self.height, self.width = pafs.shape
+        height, width = self.height, self.width
+        self.bilinear, self.num_limbs = bilinear, channels // 2
+        if pafs.transpose(1, 2, 0).flags.c_contiguous:
+            # (H, W, 2L) in memory, as cv2.resize returns maps: used as is, and a sample's x and
+            # y components share a cache line.
+            self.flat, self.pixel_step, self.channel_step = pafs.transpose(1, 2, 0).reshape(-1), channels, 1
+        else:
+            self.flat, self.pixel_step, self.channel_step = np.ascontiguousarray(pafs).reshape(-1), 1, height * width
+        # A bilinear vector is no longer than its longest corner: where the bound is below the
+        # threshold the sample misses, whatever the pair's direction (one gather, not eight).
+        magnitude = np.sqrt(pafs[0::2] ** 2 + pafs[1::2] ** 2).transpose(1, 2, 0)  # (H, W, L)
+        if bilinear:
+            # Indexed by the truncated point, so that the last row and column hold the cell before.
+            magnitude = np.maximum(magnitude, np.concatenate([magnitude[:, 1:], magnitude[:, -1:]], axis=1))
+            magnitude = np.maximum(magnitude, np.concatenate([magnitude[1:], magnitude[-1:]], axis=0))
+            magnitude[:, -1], magnitude[-1] = magnitude[:, max(width - 2, 0)], magnitude[max(height - 2, 0)]
+        self.bound = np.ascontiguousarray(magnitude).reshape(-1)
+        # Samples lie between their peaks: with every peak on the map, truncation finds the cell.
+        self.on_map = len(peak_x) == 0 or bool(
+            peak_x.min() >= 0 and peak_y.min() >= 0 and peak_x.max() <= width - 1 and peak_y.max() <= height - 1)
+
+    def cell(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The top-left pixel of the 2x2 cell that interpolates each point (the last cell at the
         far edges). Truncation then clipping equals floor then clipping."""
-        return np.clip(xs.astype(np.intp), 0, max(width - 2, 0)), np.clip(ys.astype(np.intp), 0, max(height - 2, 0))
+        return np.clip(xs.astype(np.intp), 0, max(self.width - 2, 0)), np.clip(ys.astype(np.intp), 0, max(self.height - 2, 0))
 
-    def paf_at(channel: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The limb's PAF vector (x, y components, float64) at points xs, ys (map px)."""
-        if not bilinear:
+    def at(self, limb: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Limb `limb`'s PAF vector (x, y components, float64) at points xs, ys (map px)."""
+        flat, width, pixel_step = self.flat, self.width, self.pixel_step
+        channel = 2 * limb * self.channel_step
+        if not self.bilinear:
             at = channel + (np.rint(ys).astype(np.intp) * width + np.rint(xs).astype(np.intp)) * pixel_step
-            return flat_pafs[at], flat_pafs[at + channel_step]
-        x0, y0 = cell_of(xs, ys)
+            return flat[at], flat[at + self.channel_step]
+        x0, y0 = self.cell(xs, ys)
         fx, fy = xs - x0, ys - y0
         step_x = pixel_step if width > 1 else 0
-        step_y = width * pixel_step if height > 1 else 0
+        step_y = width * pixel_step if self.height > 1 else 0
         at = channel + (y0 * width + x0) * pixel_step
         out = []
-        for c in (at, at + channel_step):
-            top = flat_pafs[c] * (1.0 - fx) + flat_pafs[c + step_x] * fx
-            bottom = flat_pafs[c + step_y] * (1.0 - fx) + flat_pafs[c + step_y + step_x] * fx
+        for c in (at, at + self.channel_step):
+            top = flat[c] * (1.0 - fx) + flat[c + step_x] * fx
+            bottom = flat[c + step_y] * (1.0 - fx) + flat[c + step_y + step_x] * fx
             out.append(top * (1.0 - fy) + bottom * fy)
         return out[0], out[1]
 
-    def project(pairs: np.ndarray, samples: np.ndarray) -> np.ndarray:
-        """(len(pairs), len(samples)) float64 projections of the PAF on each pair's direction."""
-        xs = ax[pairs, None] + dx[pairs, None] * t[samples]
-        ys = ay[pairs, None] + dy[pairs, None] * t[samples]
-        vx, vy = paf_at(channel_x[pairs, None], xs, ys)
-        return vx * ux[pairs, None] + vy * uy[pairs, None]
-
-    # A bound on |projection| per pixel (bilinear: per 2x2 cell), one gather per sample instead of
-    # two (eight): a sample whose bound is below the threshold misses, whatever its direction (a
-    # bilinear vector is no longer than its longest corner). Exact, with a margin for rounding.
-    magnitude = np.sqrt(pafs[0::2] ** 2 + pafs[1::2] ** 2).transpose(1, 2, 0)  # (H, W, L)
-    if bilinear:
-        # Indexed by the truncated point, so that the last row and column hold the cell before.
-        magnitude = np.maximum(magnitude, np.concatenate([magnitude[:, 1:], magnitude[:, -1:]], axis=1))
-        magnitude = np.maximum(magnitude, np.concatenate([magnitude[1:], magnitude[-1:]], axis=0))
-        magnitude[:, -1], magnitude[-1] = magnitude[:, max(width - 2, 0)], magnitude[max(height - 2, 0)]
-    flat_bound = np.ascontiguousarray(magnitude).reshape(-1)
-    # Samples lie between their peaks: with every peak on the map, truncation alone finds a cell.
-    on_map = bool(len(peak_x) == 0 or (peak_x.min() >= 0 and peak_y.min() >= 0 and peak_x.max() <= width - 1 and peak_y.max() <= height - 1))
-    sure_miss = paf_threshold - 1e-5 * (1.0 + abs(paf_threshold))
-
-    def sure_misses(pairs: np.ndarray, samples: np.ndarray) -> np.ndarray:
-        """(len(pairs),) how many of `samples` certainly fail the threshold (bound below it)."""
-        xs = ax[pairs, None] + dx[pairs, None] * t[samples]
-        ys = ay[pairs, None] + dy[pairs, None] * t[samples]
-        if bilinear and on_map:
-            cell_x, cell_y = xs.astype(np.intp), ys.astype(np.intp)
-        elif bilinear:
-            cell_x, cell_y = cell_of(xs, ys)
-        else:
+    def sure_misses(self, limb: np.ndarray, xs: np.ndarray, ys: np.ndarray, threshold: float) -> np.ndarray:
+        """(pairs,) how many of the samples (rows of xs, ys) certainly fail the threshold."""
+        if not self.bilinear:
             cell_x, cell_y = np.rint(xs).astype(np.intp), np.rint(ys).astype(np.intp)
-        bound = flat_bound[(cell_y * width + cell_x) * num_limbs + limb_of[pairs, None]]
-        return np.count_nonzero(bound < sure_miss, axis=1)
-
-    # A pair needs more than count_threshold * S samples above the threshold, so it may miss at
-    # most `max_misses`. Most pairs join different people and miss most samples: cheap exact
-    # tests drop them before the survivors pay for all S bilinear samples. First the end samples
-    # (t = 0 and 1): they sit on the peaks, whose PAF vectors are read once per (limb, peak)
-    # rather than once per pair; then the bound of every other sample, in one pass.
-    max_misses = num_samples - (math.floor(count_threshold * num_samples) + 1)
-    pairs = np.arange(len(ax)) if max_misses >= 0 else np.zeros(0, np.int64)
-    misses = np.zeros(len(pairs), np.int64)
-
-    def at_peaks(joints: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """PAF vectors of every limb at every peak of its joint A (or B), then one per pair."""
-        sizes_l = counts[joints]
-        limb_l = np.repeat(np.arange(num_limbs), sizes_l)
-        peak_l = offsets[joints][limb_l] + np.arange(int(sizes_l.sum())) - np.repeat(np.cumsum(sizes_l) - sizes_l, sizes_l)
-        vx, vy = paf_at(2 * limb_l * channel_step, peak_x[peak_l], peak_y[peak_l])
-        row = (np.cumsum(sizes_l) - sizes_l)[limb_of] + index  # this pair's (limb, peak) row
-        return vx[row], vy[row]
-
-    ends = {0: at_peaks(joint_a, ia)} if max_misses >= 0 else {}
-    if max_misses >= 0 and num_samples >= 2 and np.array_equal(ax + dx * t[-1], bx) and np.array_equal(ay + dy * t[-1], by):
-        # ax + (bx - ax) == bx for pixel coordinates; checked, not assumed
-        ends[num_samples - 1] = at_peaks(joint_b, ib)
-    for vx, vy in ends.values():  # all pairs, before any is dropped: no gathers needed
-        misses += ~(vx * ux + vy * uy > paf_threshold)
-    pairs, misses = pairs[misses <= max_misses], misses[misses <= max_misses]
-    # Then bounds: a few samples spread along the limb on all pairs left, the rest on fewer.
-    spread = [int(m) for m in np.round(np.linspace(0, num_samples - 1, max_misses + 4)[1:-1])]
-    rest = [s for s in range(num_samples) if s not in ends and s not in spread]
-    for samples in ([s for s in spread if s not in ends], rest):
-        if len(pairs) and samples:
-            misses += sure_misses(pairs, np.array(samples, np.intp))
-            pairs, misses = pairs[misses <= max_misses], misses[misses <= max_misses]
-
-    proj = project(pairs, np.arange(num_samples))
-    # Summed sample by sample, in the reference loop's order, so both give bit-identical scores.
-    total = np.zeros(len(pairs))
-    for s in range(num_samples):
-        total = total + proj[:, s]
-    above = np.count_nonzero(proj > paf_threshold, axis=1)
-    score = total / num_samples + np.minimum(0.5 * height / norm[pairs] - 1.0, 0.0)
-    passed = (above > count_threshold * num_samples) & (score > 0)
-    pairs, score = pairs[passed], score[passed]
-    order = np.lexsort((-score, limb_of[pairs]))  # stable: equal scores keep A-major order
-    pairs, score = pairs[order], score[order]
-    bounds = np.searchsorted(limb_of[pairs], np.arange(num_limbs + 1))
-    return Candidates(ia[pairs], ib[pairs], score, bounds)
+        elif self.on_map:
+            cell_x, cell_y = xs.astype(np.intp), ys.astype(np.intp)
+        else:
+            cell_x, cell_y = self.cell(xs, ys)
+        bound = self.bound[(cell_y * self.width + cell_x) * self.num_limbs + limb]
+        return (bound < threshold - 1e-5 * (1.0 + abs(threshold))).sum(axis=0)  # a margin for rounding
 
 
 def _match_greedy(ia: np.ndarray, ib: np.ndarray, score: np.ndarray, max_matches: int) -> list[tuple[int, int, float]]:

@@ -297,3 +297,19 @@ def test_find_people_recovers_a_crowd_at_network_resolution():
     input_px = keypoints[:, :, :2] * 8 + 3.5
     errors = match_to_truth(np.concatenate([input_px, keypoints[:, :, 2:]], axis=2), truth)
     assert max(errors) < 4.0, errors
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_limbs_scored_in_small_groups_give_the_same_people(monkeypatch, interpolation):
+    # Big crowds are scored a few limbs at a time (CHUNK_PAIRS); the groups must not change a thing.
+    import pose_workloads.grouping as grouping
+
+    heatmaps, pafs = noise_maps(7)
+    peaks = find_peaks(heatmaps, threshold=0.1, sigma_smooth=1.0)
+    kwargs = dict(min_parts=2, min_score=0.0, interpolation=interpolation)
+    expected = reference_group_people(peaks, pafs, LIMBS, 0.05, **kwargs)
+    monkeypatch.setattr(grouping, "CHUNK_PAIRS", 7)
+    got = group_people(peaks, pafs, LIMBS, 0.05, **kwargs)
+    assert len(got.keypoints) > 0
+    np.testing.assert_array_equal(got.keypoints, expected.keypoints)
+    np.testing.assert_array_equal(got.scores, expected.scores)
