@@ -8,7 +8,7 @@ vectorised code must reproduce bit for bit.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -8,7 +8,7 @@ neighbours, for maps at the network's resolution (grouping.find_people).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pose_workloads.grouping import People, find_people, group_people
-from pose_workloads.peaks import find_peaks, refine_peaks
 from pose_workloads.grouping_reference import reference_group_people
+from pose_workloads.peaks import find_peaks, refine_peaks
 from pose_workloads.specs import COCO17
 
 LIMBS = COCO17.paf_limbs

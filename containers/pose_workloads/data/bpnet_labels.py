@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-
 # TAO zeroes Gaussian tails below this (LabelProcessor.HEATMAP_THRESHOLD): the map is exactly 0 away
 # from joints, so the background channel is exactly 1 there.
 HEATMAP_FLOOR = 0.001
