@@ -38,6 +38,20 @@ def test_labels_match_reference_loops(num_people, seed):
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+@pytest.mark.parametrize("sigma, band", [(SIGMA, 1.0), (4.0, 1.6)])
+def test_windowed_labels_match_reference_loops_on_maps_larger_than_the_windows(sigma, band):
+    # 30x40 maps: each joint's window and limb's box covers a small part, some are cut by the
+    # border, some people stand off the map; the rectangle test and the floor decide, not the box.
+    rng = np.random.default_rng(11)
+    people = random_people(rng, 4, BPNET_18.num_joints, 320)[:, :, :] * np.array([1.0, 0.75, 1.0])
+    people[3, :, :2] += 500  # entirely off the map
+    fast = bpnet_labels(people, BPNET_18.paf_limbs, (30, 40), STRIDE, sigma, band)
+    slow = reference_bpnet_labels(people, BPNET_18.paf_limbs, (30, 40), STRIDE, sigma, band)
+    assert fast.pafs.any() and (fast.heatmaps[:-1] > 0).mean() < 0.5
+    for name, a, b in zip(fast._fields, fast, slow):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 def one_person(joints: dict[int, tuple[float, float]], num_joints: int = 2) -> np.ndarray:
     people = np.zeros((1, num_joints, 3))
     for k, (x, y) in joints.items():

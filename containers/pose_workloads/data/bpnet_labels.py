@@ -1,6 +1,6 @@
 """BodyPoseNet training labels: joint heatmaps, part affinity fields (PAFs) and the loss mask.
 
-Pure NumPy, no I/O. `bpnet_labels` draws each joint's Gaussian and each limb's band only where
+NumPy (and OpenCV on arrays), no I/O. `bpnet_labels` draws each joint's Gaussian and each limb's band only where
 they can be non-zero (a window per joint, a box per limb) and scatters all of them at once;
 `reference_bpnet_labels` is the same labelling as per-pixel loops, the tests' oracle: both agree
 bit for bit (tests/workloads/test_bottomup_labels.py, bench/bench_labels.py).
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 # TAO zeroes Gaussian tails below this (LabelProcessor.HEATMAP_THRESHOLD): the map is exactly 0 away
@@ -72,62 +73,112 @@ def bpnet_labels(
     """
     height, width = target_shape
     people = np.asarray(people_kpts, dtype=np.float64)
-    num_people, num_joints = people.shape[0], people.shape[1]
+    num_joints = people.shape[1]
     xs, ys = target_grid(target_shape, stride)
-    two_sigma2 = 2.0 * heatmap_sigma_px * heatmap_sigma_px
-
-    # Heatmaps: every person x joint Gaussian at once, (N, K, h, w), then the max over people.
-    dx2 = (xs[None, None, :] - people[:, :, 0:1]) ** 2  # (N, K, w)
-    dy2 = (ys[None, None, :] - people[:, :, 1:2]) ** 2  # (N, K, h)
-    gaussians = np.exp(-(dy2[:, :, :, None] + dx2[:, :, None, :]) / two_sigma2)
-    gaussians[people[:, :, 2] <= 0] = 0.0
-    joint_maps = gaussians.max(axis=0) if num_people else np.zeros((num_joints, height, width))
-    joint_maps[joint_maps < HEATMAP_FLOOR] = 0.0
-    joint_maps = joint_maps.astype(np.float32)
-    background = np.clip(np.float32(1.0) - joint_maps.max(axis=0, initial=np.float32(0.0)), 0.0, 1.0)
-    heatmaps = np.concatenate([joint_maps, background[None]], axis=0)
-
-    # PAFs: every person x limb band at once, (N, L, h, w); sums over people, then averages.
-    limb_idx = np.asarray(limbs, dtype=np.int64).reshape(-1, 2)
-    start = people[:, limb_idx[:, 0]]  # (N, L, 3)
-    end = people[:, limb_idx[:, 1]]
-    vec = end[:, :, :2] - start[:, :, :2]
-    length = np.sqrt(vec[:, :, 0] * vec[:, :, 0] + vec[:, :, 1] * vec[:, :, 1])  # (N, L)
-    drawn = (start[:, :, 2] > 0) & (end[:, :, 2] > 0) & (length > 0)
-    safe_length = np.where(drawn, length, 1.0)
-    unit_x = np.where(drawn, vec[:, :, 0] / safe_length, 0.0)[:, :, None, None]  # (N, L, 1, 1)
-    unit_y = np.where(drawn, vec[:, :, 1] / safe_length, 0.0)[:, :, None, None]
-    rel_x = xs[None, None, None, :] - start[:, :, 0, None, None]  # (N, L, 1, w)
-    rel_y = ys[None, None, :, None] - start[:, :, 1, None, None]  # (N, L, h, 1)
-    along = rel_x * unit_x + rel_y * unit_y  # (N, L, h, w)
-    ortho = np.abs(rel_x * unit_y - rel_y * unit_x)
-    thresh = paf_ortho_dist_thresh * stride
-    band = (
-        drawn[:, :, None, None]
-        & (ortho <= thresh)
-        & (along >= -thresh)
-        & (along <= length[:, :, None, None] + thresh)
-    )
-    count = band.sum(axis=0)  # (L, h, w)
-    sum_x = np.where(band, unit_x, 0.0).sum(axis=0)
-    sum_y = np.where(band, unit_y, 0.0).sum(axis=0)
-    divisor = np.maximum(count, 1)
-    pafs = np.empty((2 * len(limb_idx), height, width), dtype=np.float32)
-    pafs[0::2] = sum_x / divisor
-    pafs[1::2] = sum_y / divisor
-
+    heatmaps = np.empty((num_joints + 1, height, width), np.float32)
+    heatmaps[:num_joints] = joint_heatmaps(people, xs, ys, heatmap_sigma_px, stride)
+    heatmaps[num_joints] = np.clip(np.float32(1.0) - heatmaps[:num_joints].max(axis=0, initial=np.float32(0.0)), 0.0, 1.0)
+    pafs = limb_pafs(people, np.asarray(limbs, dtype=np.int64).reshape(-1, 2), xs, ys, paf_ortho_dist_thresh * stride, stride)
     return BpnetLabels(heatmaps, pafs, downsample_mask(mask, target_shape, stride))
 
 
+def _windows(lo: np.ndarray, hi: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every integer in [lo[b], hi[b]] clipped to [0, size), for each box b: (box, index) arrays,
+    box-major, ascending within a box."""
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, size - 1)
+    counts = np.maximum(hi - lo + 1, 0)
+    box = np.repeat(np.arange(len(lo)), counts)
+    return box, lo[box] + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def _cells(rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray], num_boxes: int) -> tuple[np.ndarray, ...]:
+    """The cells (row x column) of each box from its rows and columns (`_windows`), box-major,
+    raster order within a box: (box, row, col)."""
+    row_box, row = rows
+    col_box, col = cols
+    num_cols = np.bincount(col_box, minlength=num_boxes)
+    col_start = np.cumsum(num_cols) - num_cols
+    per_row = num_cols[row_box]  # each row of a box repeats its box's columns
+    cell_row = np.repeat(np.arange(len(row)), per_row)
+    box = row_box[cell_row]
+    within = np.arange(int(per_row.sum())) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    return box, row[cell_row], col[col_start[box] + within]
+
+
+def joint_heatmaps(people: np.ndarray, xs: np.ndarray, ys: np.ndarray, sigma_px: float, stride: int) -> np.ndarray:
+    """(K, h, w) float32 joint heatmaps: each labelled joint's Gaussian drawn only in the window
+    where it can reach HEATMAP_FLOOR, all windows scattered by max at once."""
+    num_joints, height, width = people.shape[1], len(ys), len(xs)
+    maps = np.zeros(num_joints * height * width)
+    person, joint = np.nonzero(people[:, :, 2] > 0)
+    x, y = people[person, joint, 0], people[person, joint, 1]
+    # exp(-d^2 / 2 sigma^2) >= floor only within `reach` target px (plus a little for rounding:
+    # the floor, not the window, decides which values are kept).
+    reach = sigma_px * np.sqrt(-2.0 * np.log(HEATMAP_FLOOR)) / stride + 0.01
+    centre_x, centre_y = (x - (stride - 1) / 2) / stride, (y - (stride - 1) / 2) / stride
+    with np.errstate(invalid="ignore"):  # far-off joints: empty windows
+        cols = _windows(np.ceil(centre_x - reach).astype(np.int64), np.floor(centre_x + reach).astype(np.int64), width)
+        rows = _windows(np.ceil(centre_y - reach).astype(np.int64), np.floor(centre_y + reach).astype(np.int64), height)
+    box, row, col = _cells(rows, cols, len(x))
+    # The reference's arithmetic, term for term, so that both agree bit for bit.
+    dx, dy = xs[col] - x[box], ys[row] - y[box]
+    value = np.exp(-(dy * dy + dx * dx) / (2.0 * sigma_px * sigma_px))
+    np.maximum.at(maps, (joint[box] * height + row) * width + col, value)
+    maps[maps < HEATMAP_FLOOR] = 0.0
+    return maps.reshape(num_joints, height, width).astype(np.float32)
+
+
+def limb_pafs(people: np.ndarray, limbs: np.ndarray, xs: np.ndarray, ys: np.ndarray, thresh: float, stride: int) -> np.ndarray:
+    """(2L, h, w) float32 PAFs: each drawn limb's band tested only in its bounding box, all boxes
+    accumulated at once (sums and counts, then the average)."""
+    num_limbs, height, width = len(limbs), len(ys), len(xs)
+    start, end = people[:, limbs[:, 0]], people[:, limbs[:, 1]]  # (N, L, 3)
+    vec_x, vec_y = end[..., 0] - start[..., 0], end[..., 1] - start[..., 1]
+    length = np.sqrt(vec_x * vec_x + vec_y * vec_y)
+    person, limb = np.nonzero((start[..., 2] > 0) & (end[..., 2] > 0) & (length > 0))  # person-major
+    ax, ay, length = start[person, limb, 0], start[person, limb, 1], length[person, limb]
+    ux, uy = vec_x[person, limb] / length, vec_y[person, limb] / length
+    # The box of the band's axis, grown by the band's half width (and a little for rounding: the
+    # band test, not the box, decides which pixels are drawn), in target px.
+    xs_band = np.stack([ax - ux * thresh, ax + ux * (length + thresh)])
+    ys_band = np.stack([ay - uy * thresh, ay + uy * (length + thresh)])
+    margin = thresh + 0.01 * stride
+    with np.errstate(invalid="ignore"):
+        to_col = lambda v: (v - (stride - 1) / 2) / stride  # noqa: E731
+        cols = _windows(np.floor(to_col(xs_band.min(axis=0) - margin)).astype(np.int64),
+                        np.ceil(to_col(xs_band.max(axis=0) + margin)).astype(np.int64), width)
+        rows = _windows(np.floor(to_col(ys_band.min(axis=0) - margin)).astype(np.int64),
+                        np.ceil(to_col(ys_band.max(axis=0) + margin)).astype(np.int64), height)
+    box, row, col = _cells(rows, cols, len(ax))
+    rx, ry = xs[col] - ax[box], ys[row] - ay[box]
+    along = rx * ux[box] + ry * uy[box]
+    ortho = np.abs(rx * uy[box] - ry * ux[box])
+    inside = np.flatnonzero((ortho <= thresh) & (along >= -thresh) & (along <= length[box] + thresh))
+    box = box[inside]
+    # bincount adds in array order, here person by person: the reference's summation order.
+    cell = (limb[box] * height + row[inside]) * width + col[inside]
+    size = num_limbs * height * width
+    count = np.bincount(cell, minlength=size)
+    divisor = np.maximum(count, 1)
+    pafs = np.empty((2 * num_limbs, height, width), np.float32)
+    pafs[0::2] = (np.bincount(cell, ux[box], minlength=size) / divisor).reshape(num_limbs, height, width)
+    pafs[1::2] = (np.bincount(cell, uy[box], minlength=size) / divisor).reshape(num_limbs, height, width)
+    return pafs
+
+
 def downsample_mask(mask: np.ndarray | None, target_shape: tuple[int, int], stride: int) -> np.ndarray:
-    """(h, w) float32: the fraction of valid (> 127) px of an input-px mask under each target px."""
+    """(h, w) float32: the fraction of valid (> 127) px of an input-px mask under each target px.
+    OpenCV's area resize at an integer factor sums each block and scales by 1 / stride^2, exact
+    for 0/1 values (multiples of a power of two)."""
     height, width = target_shape
     if mask is None:
         return np.ones((height, width), dtype=np.float32)
     if mask.shape != (height * stride, width * stride):
         raise ValueError(f"mask is {mask.shape[0]}x{mask.shape[1]}, expected the input size {height * stride}x{width * stride}")
-    valid = (mask > 127).reshape(height, stride, width, stride).sum(axis=(1, 3))
-    return (valid / (stride * stride)).astype(np.float32)
+    valid = (mask > 127).astype(np.float32)
+    if stride & (stride - 1) == 0:  # a power of two: 1 / stride^2 is exact
+        return cv2.resize(valid, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width)
+    return (valid.reshape(height, stride, width, stride).sum(axis=(1, 3)) / (stride * stride)).astype(np.float32)
 
 
 def reference_bpnet_labels(
