@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pose_workloads.data import topdown
-from pose_workloads.data.coco import load_coco, read_image
+from pose_workloads.data.coco import load_coco
 from pose_workloads.data.targets import gaussian_heatmaps, reference_gaussian_heatmaps
 from pose_workloads.data.topdown import (
     IMAGENET_MEAN,
@@ -33,6 +33,7 @@ from pose_workloads.data.topdown import (
     draw_crop_params,
 )
 from pose_workloads.decode import decode_heatmaps, reference_decode_argmax, reference_decode_dark
+from pose_workloads.media import read_image
 from pose_workloads.specs import COCO17
 
 COCO_MINI = Path(__file__).resolve().parents[1] / "tests/data/coco-mini"

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pose_workloads.files import atomic_path, write_atomic
+from pose_workloads.files import atomic_path
 from pose_workloads.specs import PoseConfig
 
 # Hue ranges (OpenCV hue, 0..179) per side: blue, orange-red, green.
@@ -102,15 +102,6 @@ def draw_skeletons(
             cv2.circle(canvas, centre, radius + 1, (255, 255, 255), -1, cv2.LINE_AA)
             cv2.circle(canvas, centre, radius, joint_rgb[k], -1, cv2.LINE_AA)
     return canvas
-
-
-def save_image(path: str | Path, image_rgb: np.ndarray) -> None:
-    """Write an RGB image (format from the suffix) atomically."""
-    path = Path(path)
-    ok, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"{path}: OpenCV could not encode this image format; use .png or .jpg")
-    write_atomic(path, data.tobytes())
 
 
 def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> None:

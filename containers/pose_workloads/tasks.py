@@ -160,15 +160,15 @@ _TASKS = (
              Flag(("--easy",), "easy", "switch",
                   help="upright, large people; no crowds, occluders or unlabelled people (the CPU demo's set)."),
          )),
-    Task("simple-pose", "train", "pose_workloads.simple_pose:train",
+    Task("simple-pose", "train", "pose_workloads.simple_pose.train:main",
          "Train (resumes from the results folder when it holds a checkpoint).", (
              replace(EXPERIMENT_SPEC, spec="SimplePoseSpec"), RESULTS_DIR, GPUS, SET,
          ), distributed=True),
-    Task("simple-pose", "evaluate", "pose_workloads.simple_pose:evaluate",
+    Task("simple-pose", "evaluate", "pose_workloads.simple_pose.evaluate:main",
          "COCO OKS AP of a model on the spec's validation set.", (
              replace(EXPERIMENT_SPEC, spec="SimplePoseSpec"), MODEL, RESULTS_DIR, SET,
          )),
-    Task("simple-pose", "inference", "pose_workloads.simple_pose:inference",
+    Task("simple-pose", "inference", "pose_workloads.simple_pose.inference:main",
          "Draw predicted skeletons and write them as JSON.", (
              replace(EXPERIMENT_SPEC, spec="SimplePoseSpec", required=False,
                      help="experiment spec (optional: the model file carries its config)."),
@@ -189,15 +189,15 @@ _TASKS = (
              Flag(("--generate_masks",), "generate_masks", "switch",
                   help="also write the loss masks (crowds, unlabelled people)."),
          )),
-    Task("bpnet", "train", "pose_workloads.bpnet:train",
+    Task("bpnet", "train", "pose_workloads.bpnet.train:main",
          "Train (resumes from the results folder when it holds a checkpoint).", (
              replace(EXPERIMENT_SPEC, spec="BpnetTrainSpec"), RESULTS_DIR, GPUS, SET,
          ), distributed=True),
-    Task("bpnet", "evaluate", "pose_workloads.bpnet:evaluate",
+    Task("bpnet", "evaluate", "pose_workloads.bpnet.evaluate:main",
          "COCO OKS AP of a model on the dataset spec's test split.", (
              INFERENCE_SPEC, MODEL_FILENAME, DATASET_SPEC, BPNET_RESULTS_DIR, SET,
          )),
-    Task("bpnet", "inference", "pose_workloads.bpnet:inference",
+    Task("bpnet", "inference", "pose_workloads.bpnet.inference:main",
          "Skeletons of every person in images or a video, as detections.json.", (
              INFERENCE_SPEC, MODEL_FILENAME,
              Flag(("--input_type",), "input_type", default="dir", choices=("dir", "image", "video"),

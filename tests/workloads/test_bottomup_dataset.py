@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pose_workloads.bpnet import shard_dataset
+from pose_workloads.bpnet.train import shard_dataset
 from pose_workloads.data import bottomup
 from pose_workloads.data.bottomup import shuffled
 from pose_workloads.errors import BadInput

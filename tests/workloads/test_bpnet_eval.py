@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from pose_workloads import bpnet
+from pose_workloads import media
 from pose_workloads.__main__ import main
+from pose_workloads.bpnet import pipeline
 from pose_workloads.data import coco as coco_module
 from pose_workloads.data.bottomup import joint_sources, to_model_joints
 from pose_workloads.data.bpnet_labels import bpnet_labels
@@ -111,8 +112,8 @@ def oracle(coco_mini, monkeypatch):
         return [labels.heatmaps[None], labels.pafs[None]]
 
     predictor = Predictor(info=ModelInfo("bpnet", POSE_18, (368, 368)), run=run, backend="oracle")
-    monkeypatch.setattr(coco_module, "read_image", read_image)
-    monkeypatch.setattr(bpnet, "open_model", lambda path, stage=None: bpnet.OpenModel(predictor, None))
+    monkeypatch.setattr(media, "read_image", read_image)
+    monkeypatch.setattr(pipeline, "open_model", lambda path, stage=None: pipeline.OpenModel(predictor, None))
     return dataset
 
 
@@ -134,29 +135,29 @@ def test_shipped_inference_specs_validate_with_the_blog_values(name, shape, mode
 
 
 def test_adjust_network_input_fixes_the_height_and_follows_the_image_aspect():
-    plan = bpnet.plan_input((425, 640), (368, 368), "adjust_network_input")
+    plan = pipeline.plan_input((425, 640), (368, 368), "adjust_network_input")
     assert plan.content_hw == (368, 554)  # 640 * 368 / 425 = 554.2
     assert plan.network_hw == (368, 560)  # rounded up to a multiple of 8
-    assert bpnet.plan_input((425, 640), (368, 368), "adjust_network_input", scale=0.5).network_hw == (184, 280)
+    assert pipeline.plan_input((425, 640), (368, 368), "adjust_network_input", scale=0.5).network_hw == (184, 280)
 
 
 def test_pad_image_input_letterboxes_into_the_fixed_shape():
-    plan = bpnet.plan_input((425, 640), (288, 384), "pad_image_input")
+    plan = pipeline.plan_input((425, 640), (288, 384), "pad_image_input")
     assert plan.network_hw == (288, 384)
     assert plan.content_hw == (255, 384)  # scale 0.6: width-bound
 
 
 def test_mode_none_stretches_the_image():
-    plan = bpnet.plan_input((425, 640), (368, 368), None)
+    plan = pipeline.plan_input((425, 640), (368, 368), None)
     assert plan.network_hw == plan.content_hw == (368, 368)
 
 
 def test_a_fixed_size_engine_runs_single_scale_padded_with_a_notice():
     spec = BpnetInferenceSpec(multi_scale_inference=True, keep_aspect_ratio_mode="adjust_network_input")
-    settings, notice = bpnet.inference_settings(spec, BpnetNormalization(), fixed_input=(288, 384))
+    settings, notice = pipeline.inference_settings(spec, BpnetNormalization(), fixed_input=(288, 384))
     assert (settings.scales, settings.mode, settings.input_shape) == ((1.0,), "pad_image_input", (288, 384))
     assert notice is not None and "\n" not in notice and "288x384" in notice
-    settings, notice = bpnet.inference_settings(spec, BpnetNormalization())
+    settings, notice = pipeline.inference_settings(spec, BpnetNormalization())
     assert settings.scales == (0.5, 1.0, 1.5, 2.0) and notice is None
 
 
@@ -273,10 +274,10 @@ def test_output_stage_to_use_picks_that_stage(lively_model):
         stages = [[t.numpy() for t in stage] for stage in model(torch.from_numpy(x))]
     assert np.abs(stages[0][1] - stages[1][1]).max() > 0.1  # the stages differ
     for stage in (1, 2):
-        heatmaps, pafs = bpnet.open_model(lively_model, stage).predictor(x)
+        heatmaps, pafs = pipeline.open_model(lively_model, stage).predictor(x)
         np.testing.assert_allclose(heatmaps, stages[stage - 1][0], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(pafs, stages[stage - 1][1], rtol=1e-4, atol=1e-5)
-    last = bpnet.open_model(lively_model).predictor(x)
+    last = pipeline.open_model(lively_model).predictor(x)
     np.testing.assert_allclose(last[1], stages[-1][1], rtol=1e-4, atol=1e-5)
 
 
@@ -285,12 +286,12 @@ def test_an_exported_onnx_model_gives_the_maps_of_its_pth(lively_model, tmp_path
 
     onnx_path = tmp_path / "lively.onnx"
     export_onnx(lively_model, onnx_path)
-    from_pth, from_onnx = bpnet.open_model(lively_model), bpnet.open_model(onnx_path)
+    from_pth, from_onnx = pipeline.open_model(lively_model), pipeline.open_model(onnx_path)
     assert from_onnx.predictor.backend == "onnxruntime"
-    settings, _ = bpnet.inference_settings(BpnetInferenceSpec(input_shape=(64, 64)), BpnetNormalization())
+    settings, _ = pipeline.inference_settings(BpnetInferenceSpec(input_shape=(64, 64)), BpnetNormalization())
     image = np.random.default_rng(0).integers(0, 255, (50, 90, 3), dtype=np.uint8)  # adjusted to 64x120
-    expected = bpnet.predict_maps(from_pth.predictor, image, settings, POSE_18)
-    got = bpnet.predict_maps(from_onnx.predictor, image, settings, POSE_18)
+    expected = pipeline.predict_maps(from_pth.predictor, image, settings, POSE_18)
+    got = pipeline.predict_maps(from_onnx.predictor, image, settings, POSE_18)
     assert got.pafs.shape == expected.pafs.shape == (64, 115, 38)
     assert np.abs(expected.pafs).max() > 0.1
     np.testing.assert_allclose(got.heatmaps, expected.heatmaps, rtol=1e-3, atol=1e-4)

@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from pose_workloads import bpnet
 from pose_workloads.__main__ import main
+from pose_workloads.bpnet import train as bpnet_train
 from pose_workloads.errors import SpecError
 from pose_workloads.models import build_model
 from pose_workloads.runtime import load_predictor
@@ -53,7 +53,7 @@ def test_shipped_train_specs_validate_and_fit_their_pose_config(name):
     pose_path = spec.dataloader.pose_config.pose_config_path
     # The blog's container path names the same file this repository ships.
     pose_config = load_pose_config(POSE_18 if pose_path.startswith("/workspace") else ROOT / pose_path)
-    bpnet.check_channels(spec, pose_config, name)
+    bpnet_train.check_channels(spec, pose_config, name)
 
 
 def test_blog_spec_keeps_the_blog_values():
@@ -116,13 +116,13 @@ def test_loss_is_masked_l2_summed_over_stages():
     heat, paf = torch.zeros(2, 3, 4, 4), torch.zeros(2, 2, 4, 4)
     heat[0, 1, 2, 2] = 2.0  # squared error 4
     paf[1, 0, 0, 0] = 1.0  # squared error 1
-    loss, parts = bpnet.bpnet_loss([(heat, paf), (heat, paf)], target)
+    loss, parts = bpnet_train.bpnet_loss([(heat, paf), (heat, paf)], target)
     # 0.5 x (4 + 1) / batch 2, twice.
     assert loss.item() == pytest.approx(2 * 0.5 * 5 / 2)
     assert parts["heatmaps"].item() == pytest.approx(2.0) and parts["pafs"].item() == pytest.approx(0.5)
     target["mask"][0, 0, 2, 2] = 0.0  # an ignored pixel costs nothing
     target["mask"][1, 0, 0, 0] = 0.5
-    loss, _ = bpnet.bpnet_loss([(heat, paf)], target)
+    loss, _ = bpnet_train.bpnet_loss([(heat, paf)], target)
     assert loss.item() == pytest.approx(0.5 * 0.5 / 2)
 
 
@@ -132,13 +132,13 @@ def test_loss_is_masked_l2_summed_over_stages():
 ])
 def test_optimizer_section_becomes_the_loop_settings(optimizer, expected, tmp_path):
     spec = BpnetTrainSpec.model_validate(tiny_spec_data(tmp_path / "x", optimizer=optimizer))
-    settings = bpnet.optimizer_settings(spec)
+    settings = bpnet_train.optimizer_settings(spec)
     assert (settings["optimizer"], settings["momentum"], settings["nesterov"]) == expected
     assert settings["lr"] == 2e-5
     assert settings["schedule"].kind == "soft_start_annealing" and settings["schedule"].min_lr == 8e-8
     constant = BpnetTrainSpec.model_validate(tiny_spec_data(tmp_path / "x", optimizer={
         **optimizer, "learning_rate_schedule": {"__class_name__": "ConstantLearningRateSchedule"}}))
-    assert bpnet.optimizer_settings(constant)["schedule"].kind == "constant"
+    assert bpnet_train.optimizer_settings(constant)["schedule"].kind == "constant"
 
 
 def save_pose_model(path: Path, model, config: dict, pickle_module: bool = False) -> Path:
@@ -154,7 +154,7 @@ def test_pretrained_pose_model_loads_every_tensor_that_fits(tmp_path):
     path = save_pose_model(tmp_path / "donor.pth", donor, donor_config)
     data = tiny_spec_data(tmp_path / "x", pretrained_weights=str(path))  # 2 stages: the third is not taken
     spec = BpnetTrainSpec.model_validate(data)
-    model, config, pickled = bpnet.build_train_model(spec, load_pose_config(POSE_18), "spec.yaml")
+    model, config, pickled = bpnet_train.build_train_model(spec, load_pose_config(POSE_18), "spec.yaml")
     assert not pickled and config["backbone_attributes"]["pretrained_weights"] is None
     own = model.state_dict()
     for key, tensor in donor.state_dict().items():
@@ -172,7 +172,7 @@ def test_load_graph_takes_the_whole_pickled_model(tmp_path):
     stage.heat_out = torch.nn.Conv2d(40, 19, 1)
     path = save_pose_model(tmp_path / "pruned.pth", pruned, pruned_config, pickle_module=True)
     spec = BpnetTrainSpec.model_validate(tiny_spec_data(tmp_path / "x", pretrained_weights=str(path), load_graph=True))
-    model, config, pickled = bpnet.build_train_model(spec, load_pose_config(POSE_18), "spec.yaml")
+    model, config, pickled = bpnet_train.build_train_model(spec, load_pose_config(POSE_18), "spec.yaml")
     assert pickled and config == pruned_config
     assert model.refinements[0].heat_out.in_channels == 40 and len(model.refinements) == 2
 
@@ -182,7 +182,7 @@ def test_load_graph_of_another_joint_set_is_refused(tmp_path):
     path = save_pose_model(tmp_path / "other.pth", build_model("bpnet", config, 17, pretrained=False), config)
     spec = BpnetTrainSpec.model_validate(tiny_spec_data(tmp_path / "x", pretrained_weights=str(path), load_graph=True))
     with pytest.raises(SpecError, match="pretrained_weights: .* outputs 18 heatmap"):
-        bpnet.build_train_model(spec, load_pose_config(POSE_18), "spec.yaml")
+        bpnet_train.build_train_model(spec, load_pose_config(POSE_18), "spec.yaml")
 
 
 # --- a real run ---

@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pose_workloads.data.coco import BadSample, ignore_mask, load_coco, read_image, redraw_on_bad_sample
+from pose_workloads.data.coco import ignore_mask, load_coco, redraw_on_bad_sample
 from pose_workloads.errors import BadInput
+from pose_workloads.media import BadSample, read_image
 from pose_workloads.specs import load_pose_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pose_workloads import bpnet
-from pose_workloads.data.coco import read_image
+from pose_workloads.bpnet import pipeline
 from pose_workloads.errors import BadInput
 from pose_workloads.export import tensorrt
+from pose_workloads.media import read_image
 from pose_workloads.predictor import ModelInfo
-from pose_workloads.simple_pose import crop_boxes
+from pose_workloads.simple_pose.pipeline import crop_boxes
 from pose_workloads.specs import COCO17, BpnetInferenceSpec, BpnetNormalization
 
 
@@ -45,9 +45,9 @@ def test_bpnet_profile_covers_every_input_size_the_inference_spec_asks_for(spec)
     # Photos and video frames, landscape and portrait, up to 2:1.
     for image_hw in [(480, 640), (640, 480), (720, 1280), (1080, 1920), (1280, 720), (500, 500), (400, 800)]:
         for scale in scales:
-            h, w = bpnet.plan_input(image_hw, spec.input_shape, spec.keep_aspect_ratio_mode, scale).network_hw
+            h, w = pipeline.plan_input(image_hw, spec.input_shape, spec.keep_aspect_ratio_mode, scale).network_hw
             assert profile.min[2] <= h <= profile.max[2] and profile.min[3] <= w <= profile.max[3], (image_hw, scale)
-    assert profile.opt == (1, 3, *bpnet.plan_input(spec.input_shape, spec.input_shape, spec.keep_aspect_ratio_mode).network_hw)
+    assert profile.opt == (1, 3, *pipeline.plan_input(spec.input_shape, spec.input_shape, spec.keep_aspect_ratio_mode).network_hw)
     assert profile.min[0] == 1 and profile.max[0] == 4
     assert all(lo <= mid <= hi for lo, mid, hi in zip(profile.min, profile.opt, profile.max))
 
@@ -77,10 +77,10 @@ def test_bpnet_calibration_image_is_letterboxed_and_normalised_as_in_evaluation(
 
     got = tensorrt.calibration_input(image, "bpnet", (288, 384), normalization)
 
-    plan = bpnet.plan_input(image.shape[:2], (288, 384), "pad_image_input")
+    plan = pipeline.plan_input(image.shape[:2], (288, 384), "pad_image_input")
     spec = BpnetInferenceSpec(input_shape=(288, 384), keep_aspect_ratio_mode="pad_image_input")
-    settings, _ = bpnet.inference_settings(spec, BpnetNormalization.model_validate(normalization))
-    np.testing.assert_array_equal(got, bpnet.prepare_input(image, plan, settings)[0])
+    settings, _ = pipeline.inference_settings(spec, BpnetNormalization.model_validate(normalization))
+    np.testing.assert_array_equal(got, pipeline.prepare_input(image, plan, settings)[0])
     # Independently: the image, resized to fit with its aspect kept, at the top-left; black padding.
     h, w = plan.content_hw
     assert max(h / 288, w / 384) == pytest.approx(1.0, abs=0.01)

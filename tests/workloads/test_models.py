@@ -27,6 +27,7 @@ from pose_workloads.models import (
     resnet,
     stagewise_param_groups,
 )
+from pose_workloads.specs import BPNET_STRIDE
 
 torch.set_num_threads(1)
 
@@ -252,6 +253,7 @@ def test_bpnet_returns_heatmaps_and_pafs_of_every_stage_at_stride_8(architecture
     with torch.device("meta"):
         model = build_model("bpnet", bpnet_config(architecture, stages=3), num_joints=17)
         outputs = model(torch.empty(2, 3, 256, 192))
+    assert model.stride == BPNET_STRIDE == 256 // 32  # the one stride the specs, labels and pipeline use
     assert len(outputs) == 3
     for heatmaps, pafs in outputs:
         assert heatmaps.shape == (2, 18, 32, 24)

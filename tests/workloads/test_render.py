@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pose_workloads.render import draw_skeletons, joint_sides, limb_colours, plot_curves, save_image
+from pose_workloads.media import save_image
+from pose_workloads.render import draw_skeletons, joint_sides, limb_colours, plot_curves
 from pose_workloads.specs import COCO17, PoseConfig
 
 

@@ -20,7 +20,11 @@ from pose_workloads.data.synth import write_synthetic_dataset
 from pose_workloads.errors import BadInput
 from pose_workloads.evaluate import METRIC_NAMES, coco_keypoint_metrics
 from pose_workloads.models import build_model
-from pose_workloads.simple_pose import evaluate, heatmap_accuracy, heatmap_loss, inference, read_boxes, train
+from pose_workloads.simple_pose.evaluate import main as evaluate
+from pose_workloads.simple_pose.inference import main as inference
+from pose_workloads.simple_pose.inference import read_boxes
+from pose_workloads.simple_pose.train import heatmap_accuracy, heatmap_loss
+from pose_workloads.simple_pose.train import main as train
 from pose_workloads.specs import COCO17, PoseConfig
 
 # CrowdPose's 14 joints (Li et al. 2019) with its OKS sigmas.

@@ -215,13 +215,18 @@ def test_people_from_detections_keeps_confident_person_boxes_on_known_images(coc
         {"image_id": 785, "category_id": 2, "bbox": [10, 10, 50, 80], "score": 0.9},  # not a person
         {"image_id": 123456, "category_id": 1, "bbox": [10, 10, 50, 80], "score": 0.9},  # unknown image
         {"image_id": 785, "category_id": 1, "bbox": [700, 10, 50, 80], "score": 0.9},  # off the image
-        {"image_id": 785, "category_id": 1, "score": 0.9},  # no box
     ]
     odd_path = tmp_path / "dets.json"
     odd_path.write_text(json.dumps(odd))
     found = people_from_detections(odd_path, coco.images, 17)
     assert len(found.people) == 1
-    assert sum(found.skipped.values()) == 3
+    assert sum(found.skipped.values()) == 2
+
+    # One policy for every detections file (detections.py): an entry a detector never writes is
+    # a mistake to fix, named by its index, not a box to skip.
+    odd_path.write_text(json.dumps([*odd, {"image_id": 785, "category_id": 1, "score": 0.9}]))  # no box
+    with pytest.raises(BadInput, match=r"dets\.json: \[4\]: needs file_name or image_id, and bbox"):
+        people_from_detections(odd_path, coco.images, 17)
 
 
 def test_detections_file_that_is_not_a_list_is_bad_input_naming_the_file(tmp_path):

@@ -24,27 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import cv2
 import numpy as np
 from pycocotools.coco import COCO
 
 from pose_workloads.errors import BadInput
+from pose_workloads.media import BadSample
 from pose_workloads.specs import COCO17, PoseConfig
 
 log = logging.getLogger(__name__)
 
 # How many offending ids a warning lists: enough to find them, short enough to read.
 EXAMPLE_IDS = 5
-
-
-class BadSample(Exception):
-    """An image that cannot be used, found when it is read (undecodable, or not the size the
-    annotations say). Datasets catch it, count it and draw another sample."""
-
-    def __init__(self, path: str | Path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -321,34 +311,6 @@ def _ann_mask(coco: COCO, ann: dict[str, Any], shape: tuple[int, int]) -> np.nda
         x, y, w, h = box
         mask[int(y): int(np.ceil(y + h)), int(x): int(np.ceil(x + w))] = True
     return mask
-
-
-def read_image(path: str | Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB.
-
-    Raises:
-        BadSample: the file cannot be decoded, or its size is not `expected_hw` (height, width).
-    """
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        reason = "missing" if not os.path.exists(path) else "cannot be decoded as an image"
-        raise BadSample(path, reason)
-    return _to_rgb(image, path, expected_hw)
-
-
-def decode_image(data: bytes, where: str, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """`read_image` for encoded bytes (e.g. a shard member); `where` names it in errors."""
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise BadSample(where, "cannot be decoded as an image")
-    return _to_rgb(image, where, expected_hw)
-
-
-def _to_rgb(bgr: np.ndarray, where: str | Path, expected_hw: tuple[int, int] | None) -> np.ndarray:
-    if expected_hw is not None and bgr.shape[:2] != tuple(expected_hw):
-        h, w = bgr.shape[:2]
-        raise BadSample(where, f"is {w}x{h} but the annotations say {expected_hw[1]}x{expected_hw[0]}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 T = TypeVar("T")

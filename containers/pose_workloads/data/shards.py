@@ -25,8 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pose_workloads.data.coco import decode_image
 from pose_workloads.errors import BadInput
+from pose_workloads.media import decode_image
 
 FORMAT = "pose-bpnet-shards"
 

@@ -11,7 +11,6 @@ Coordinate spaces: image px of the original image; input px of the crop (input_s
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
@@ -24,9 +23,11 @@ import cv2
 import numpy as np
 import torch
 
-from pose_workloads.data.coco import ImageRecord, Person, read_image, redraw_on_bad_sample
+from pose_workloads.data.coco import ImageRecord, Person, redraw_on_bad_sample
 from pose_workloads.data.targets import gaussian_heatmaps
-from pose_workloads.specs import BadInput, PoseConfig
+from pose_workloads.detections import read_detections
+from pose_workloads.media import read_image
+from pose_workloads.specs import PoseConfig
 
 log = logging.getLogger(__name__)
 
@@ -389,43 +390,28 @@ def people_from_detections(
     """Person boxes from a COCO results file (e.g. COCO_val2017_detections_AP_H_56_person.json).
 
     Args:
-        detections_json: list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"}.
+        detections_json: list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"}, read
+            by `detections.read_detections` (its policy: a malformed entry is BadInput).
         images: the evaluation set's images (`load_coco(...).images`): paths and sizes; a box on
             an image not in it (missing file, another split) is skipped and counted.
         score_threshold: boxes scoring below it are dropped (not counted as bad).
         category_id: the person category; other categories are ignored.
 
     Raises:
-        BadInput: the file is missing, not JSON, or not a list of detections.
+        BadInput: the file is missing, not JSON, not a list of detections, or has a malformed entry.
     """
     path = Path(detections_json)
-    if not path.is_file():
-        raise BadInput(f"{path}: file not found; check the detections path (and that its folder is mounted)")
-    try:
-        entries = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadInput(f"{path}: not valid JSON ({err}); give a COCO results file of person boxes") from None
-    if not isinstance(entries, list):
-        raise BadInput(f"{path}: top level: expected a list of {{image_id, category_id, bbox, score}}; give a COCO results file")
-
     by_id = {record.image_id: record for record in images}
     people: list[Person] = []
     scores: list[float] = []
     skipped: Counter = Counter()
     empty_keypoints = np.zeros((num_joints, 3), dtype=np.float32)
-    for entry in entries:
-        try:
-            image_id, category, score = int(entry["image_id"]), entry.get("category_id", category_id), float(entry["score"])
-            x, y, w, h = (float(v) for v in entry["bbox"])
-        except (KeyError, TypeError, ValueError, AttributeError):
-            skipped["entry without image_id, bbox or score"] += 1
-            continue
-        if category != category_id or score < score_threshold:
-            continue
-        record = by_id.get(image_id)
+    for detection in read_detections(path, score_threshold, category_id):
+        record = by_id.get(detection.image_id)
         if record is None:
             skipped["box on an image not in the annotations (or its file is missing)"] += 1
             continue
+        x, y, w, h = (float(v) for v in detection.box_xywh)
         x0, y0 = max(x, 0.0), max(y, 0.0)
         x1, y1 = min(x + w, float(record.width)), min(y + h, float(record.height))
         if not (np.isfinite([x0, y0, x1, y1]).all() and x1 > x0 and y1 > y0):
@@ -434,11 +420,11 @@ def people_from_detections(
         box = np.array([x0, y0, x1 - x0, y1 - y0], dtype=np.float32)
         people.append(
             Person(
-                image_id=image_id, ann_id=-1, image_path=record.image_path, bbox=box,
+                image_id=record.image_id, ann_id=-1, image_path=record.image_path, bbox=box,
                 keypoints=empty_keypoints, area=float(box[2] * box[3]), iscrowd=False, num_keypoints=0,
             )
         )
-        scores.append(score)
+        scores.append(detection.score)
     for reason, count in skipped.items():
         log.warning("%s: skipped %d boxes: %s", path, count, reason)
     return Detections(people, np.asarray(scores, dtype=np.float32), skipped)

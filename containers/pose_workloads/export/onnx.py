@@ -16,6 +16,7 @@ from pose_workloads import model_file
 from pose_workloads.errors import BadInput, TaskFailed
 from pose_workloads.predictor import ModelInfo
 from pose_workloads.runtime import ONNX_METADATA_KEY
+from pose_workloads.specs import BPNET_STRIDE
 
 INPUT_NAME = "images"
 
@@ -45,7 +46,6 @@ LAYOUTS: dict[str, OnnxLayout] = {
 # the runtimes' different conv algorithms (Winograd, im2col) stay well below it; a wrong export
 # (a frozen axis, a dropped layer) is off by the outputs' own size.
 MAX_RELATIVE_DIFF = 1e-3
-BPNET_STRIDE = 8
 # bpnet engines with adjust_network_input accept images up to this many times wider than tall
 
 

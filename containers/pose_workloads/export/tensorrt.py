@@ -16,6 +16,7 @@ import numpy as np
 from pose_workloads.errors import BadInput
 from pose_workloads.export.onnx import ExportFailed, read_onnx_info
 from pose_workloads.files import write_atomic
+from pose_workloads.media import IMAGE_SUFFIXES
 from pose_workloads.predictor import ModelInfo
 from pose_workloads.runtime import engine_sidecar
 from pose_workloads.specs import BpnetInferenceSpec, BpnetNormalization
@@ -23,7 +24,6 @@ from pose_workloads.specs import BpnetInferenceSpec, BpnetNormalization
 # bpnet engines with adjust_network_input accept images up to this many times wider than tall
 # (or taller than wide): 16:9 video is 1.78.
 MAX_IMAGE_ASPECT = 2.0
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DATA_TYPES = ("fp32", "fp16", "int8")
 
 
@@ -51,7 +51,7 @@ def engine_profile(info: ModelInfo, max_batch_size: int, inference_spec: BpnetIn
         height, width = info.input_size
         return EngineProfile((1, 3, height, width), (max_batch_size, 3, height, width), (max_batch_size, 3, height, width))
 
-    from pose_workloads.bpnet import plan_input
+    from pose_workloads.bpnet.pipeline import plan_input
 
     spec = inference_spec or BpnetInferenceSpec()
     scales = spec.scales if spec.multi_scale_inference else [1.0]
@@ -79,13 +79,13 @@ def calibration_input(image_rgb: np.ndarray, network: str, input_hw: tuple[int, 
         (3, height, width) float32, normalised as in training.
     """
     if network == "simple-pose":
-        from pose_workloads.simple_pose import crop_boxes
+        from pose_workloads.simple_pose.pipeline import crop_boxes
 
         height, width = image_rgb.shape[:2]
         crops, _, _ = crop_boxes(image_rgb, np.array([[0.0, 0.0, width, height]], np.float32), input_hw)
         return crops[0]
 
-    from pose_workloads.bpnet import inference_settings, plan_input, prepare_input
+    from pose_workloads.bpnet.pipeline import inference_settings, plan_input, prepare_input
 
     spec = BpnetInferenceSpec(input_shape=input_hw, keep_aspect_ratio_mode="pad_image_input")
     settings, _ = inference_settings(spec, BpnetNormalization.model_validate(normalization or {}))
@@ -110,7 +110,7 @@ def calibration_batches(files: list[Path], info: ModelInfo, shape: tuple[int, in
     partial batch is dropped: TensorRT calibrates at exactly the profile's opt shape. Files that
     do not decode are skipped with a note (this runs inside TensorRT's calibration callback,
     where an exception would abort the build with a C++ message)."""
-    from pose_workloads.data.coco import BadSample, read_image
+    from pose_workloads.media import BadSample, read_image
 
     size, input_hw = shape[0], (shape[2], shape[3])
     batch: list[np.ndarray] = []

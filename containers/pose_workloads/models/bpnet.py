@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from pose_workloads.errors import BadInput
+from pose_workloads.specs.bpnet import BPNET_STRIDE
 
 from .resnet import init_like_torchvision
 
@@ -265,7 +266,7 @@ class BodyPoseNet(nn.Module):
                             paf_channels, arch.separable, use_bias, use_self_attention)
             for _ in range(stages - 1)
         )
-        self.stride = 8
+        self.stride = BPNET_STRIDE
         self.heat_channels = heat_channels
         self.paf_channels = paf_channels
         init_like_torchvision(self)

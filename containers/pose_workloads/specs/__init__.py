@@ -17,6 +17,7 @@ Everything is importable from `pose_workloads.specs` directly.
 
 from pose_workloads.errors import BadInput, SpecError
 from pose_workloads.specs.bpnet import (
+    BPNET_STRIDE,
     BpnetAugmentation,
     BpnetBackbone,
     BpnetDataloader,
@@ -53,7 +54,7 @@ __all__ = [
     "BadInput", "SpecError", "SpecPath", "Strict", "SPEC_SUFFIXES", "format_validation_error", "read_mapping",
     "save_spec", "validate", "apply_overrides", "load_spec", "map_spec_paths", "spec_paths", "COCO17",
     "PoseConfig", "load_pose_config",
-    "BpnetAugmentation", "BpnetBackbone", "BpnetDataloader", "BpnetDatasetConfig", "BpnetDatasetSpec",
+    "BPNET_STRIDE", "BpnetAugmentation", "BpnetBackbone", "BpnetDataloader", "BpnetDatasetConfig", "BpnetDatasetSpec",
     "BpnetDataSplit", "BpnetImageConfig", "BpnetImageDims", "BpnetInferenceSpec", "BpnetLabelProcessor",
     "BpnetLRSchedule", "BpnetModel", "BpnetNormalization", "BpnetOptimizer", "BpnetPoseSection",
     "BpnetSpatialAug", "BpnetTrainSpec",

@@ -9,6 +9,11 @@ from pydantic import Field, field_validator, model_validator
 
 from pose_workloads.specs.fields import SpecPath, Strict
 
+# BodyPoseNet's output stride: network input px per heatmap/PAF px. Every trunk of models/bpnet.py
+# (VGG to conv4, light, tiny) downsamples 8x; the model carries it as `.stride`, the labels'
+# target_shape and the inference input sizes follow it.
+BPNET_STRIDE = 8
+
 
 class BpnetDataSplit(Strict):
     images_root_dir_path: str
@@ -116,11 +121,11 @@ class BpnetDataloader(Strict):
     @model_validator(mode="after")
     def _target_is_input_over_stride(self) -> BpnetDataloader:
         dims = self.image_config.image_dims
-        want = (dims.height // 8, dims.width // 8)
+        want = (dims.height // BPNET_STRIDE, dims.width // BPNET_STRIDE)
         if tuple(self.pose_config.target_shape) != want:
             raise ValueError(
-                f"pose_config.target_shape {list(self.pose_config.target_shape)} must be image_dims / 8 = {list(want)} "
-                "(the model stride is 8)"
+                f"pose_config.target_shape {list(self.pose_config.target_shape)} must be image_dims / {BPNET_STRIDE} = {list(want)} "
+                f"(the model stride is {BPNET_STRIDE})"
             )
         return self
 
@@ -218,8 +223,9 @@ class BpnetInferenceSpec(Strict):
 
     @model_validator(mode="after")
     def _positive_sizes(self) -> BpnetInferenceSpec:
-        if min(self.input_shape) < 8:
-            raise ValueError(f"input_shape {list(self.input_shape)} must be at least 8 px each (the model stride), e.g. [368, 368]")
+        if min(self.input_shape) < BPNET_STRIDE:
+            raise ValueError(f"input_shape {list(self.input_shape)} must be at least {BPNET_STRIDE} px each (the model stride), "
+                             "e.g. [368, 368]")
         if min(self.output_upsampling_factor) < 1:
             raise ValueError(f"output_upsampling_factor {list(self.output_upsampling_factor)} must be >= 1, e.g. [8, 8]")
         if not self.scales or min(self.scales) <= 0:

@@ -1,0 +1,62 @@
+"""`bpnet evaluate --inference_spec S --model_filename M --dataset_spec D --results_dir R`: COCO
+OKS AP of a model file (.pth / .onnx / .engine) on the dataset spec's test split, run through
+the pipeline inference uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pose_workloads.bpnet.pipeline import annotation_joint_index, coco_results, describe, predict_people, prepare
+from pose_workloads.errors import BadInput
+from pose_workloads.specs import BpnetDatasetSpec, load_pose_config, load_spec
+
+
+def main(args) -> int:
+    """`bpnet evaluate --inference_spec S --model_filename M --dataset_spec D --results_dir R`:
+    COCO OKS AP on the dataset spec's test split; writes R/keypoints_results.json, R/metrics.json."""
+    from pose_workloads.data.coco import load_coco
+    from pose_workloads.evaluate import (
+        coco_keypoint_metrics,
+        format_metrics_table,
+        per_joint_mean_error,
+        write_evaluation,
+    )
+    from pose_workloads.media import BadSample, read_image
+    from pose_workloads.progress import track
+
+    dataset_spec = load_spec(BpnetDatasetSpec, args.dataset_spec)
+    spec, model_path, opened, settings = prepare(args)
+    pose_config = opened.predictor.info.pose_config
+    annotation_config = load_pose_config(dataset_spec.pose_config_path)
+    to_annotation = annotation_joint_index(pose_config, annotation_config, model_path)
+    split = dataset_spec.test_data
+    annotations = dataset_spec.resolve(split.annotation_root_dir_path)
+    data = load_coco(dataset_spec.resolve(split.images_root_dir_path), annotations, annotation_config)
+    print(f"evaluating {describe(model_path, opened, settings)} on {len(data.images)} images of {annotations}", flush=True)
+
+    results: list[dict] = []
+    network_ms = grouping_ms = 0.0
+    for record in track(data.images, len(data.images), "evaluating"):
+        try:
+            image = read_image(record.image_path, (record.height, record.width))
+        except BadSample as err:
+            raise BadInput(f"{err}; fix or remove this image of the test split") from None
+        prediction = predict_people(opened.predictor, image, settings, pose_config)
+        results += coco_results(prediction, record.image_id, to_annotation)
+        network_ms += prediction.timings_ms["network"]
+        grouping_ms += prediction.timings_ms["grouping"]
+
+    sigmas = annotation_config.oks_sigmas
+    metrics: dict[str, Any] = coco_keypoint_metrics(annotations, results, sigmas, spec.backend)
+    errors = per_joint_mean_error(results, annotations, sigmas) if results else np.full(len(sigmas), np.nan)
+    metrics["per_joint_error_px"] = {name: float(e) for name, e in zip(annotation_config.keypoints, errors)}
+    write_evaluation(args.results_dir, results, metrics)
+    print(format_metrics_table(metrics))
+    count = max(len(data.images), 1)
+    print(f"{len(results)} people in {len(data.images)} images; per image: network {network_ms / count:.1f} ms, "
+          f"grouping {grouping_ms / count:.1f} ms")
+    print(f"wrote {Path(args.results_dir) / 'metrics.json'} and {Path(args.results_dir) / 'keypoints_results.json'}")
+    return 0

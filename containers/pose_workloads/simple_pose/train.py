@@ -1,0 +1,122 @@
+"""`simple-pose train -e SPEC -r RESULTS [--set k=v]`: spec -> COCO people -> TopDownDataset ->
+model -> weighted MSE -> the shared loop (training/), evaluating val AP between epochs with the
+pipeline `evaluate` uses. Resumes from RESULTS/checkpoint_last.pth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pose_workloads import ranks
+from pose_workloads.errors import BadInput
+from pose_workloads.simple_pose.pipeline import NETWORK, coco_evaluation, eval_dataset, eval_settings, torch_heatmap_fn
+from pose_workloads.specs import SimplePoseSpec, load_pose_config, load_spec
+
+
+def heatmap_loss(outputs, batch):
+    """Simple Baselines' JointsMSELoss: 0.5 x mean squared error, joints without a label weighted 0.
+
+    outputs: (N, K, h, w) heatmaps; batch["target"] (N, K, h, w), batch["target_weight"] (N, K, 1).
+    """
+    weight = batch["target_weight"][..., None]  # (N, K, 1, 1)
+    loss = 0.5 * ((outputs.float() - batch["target"]) ** 2 * weight).mean()
+    return loss, {"heatmap": loss.detach()}
+
+
+def heatmap_accuracy(predicted: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> float:
+    """GluonCV's HeatmapAccuracy (Simple Baselines' `accuracy`): PCK on heatmap peaks.
+
+    Args:
+        predicted, target: (N, K, h, w) float32 heatmaps.
+        threshold: a joint is correct when its peaks are closer than threshold x (h/10, w/10)
+            (normalised per axis, as the original).
+    Returns:
+        Mean over joints (that have a target in some crop) of the fraction of correct crops; NaN
+        when no joint has a target.
+    """
+    from pose_workloads.decode import argmax_coords
+
+    n, k, h, w = target.shape
+    pred_xy, _ = argmax_coords(np.asarray(predicted, dtype=np.float32))
+    true_xy, true_max = argmax_coords(np.asarray(target, dtype=np.float32))
+    norm = np.array([w / 10.0, h / 10.0], dtype=np.float32)
+    distance = np.linalg.norm((pred_xy - true_xy) / norm, axis=-1)  # (N, K)
+    labelled = true_max > 0
+    counts = labelled.sum(axis=0)
+    correct = ((distance < threshold) & labelled).sum(axis=0)
+    per_joint = correct[counts > 0] / counts[counts > 0]
+    return float(per_joint.mean()) if per_joint.size else float("nan")
+
+
+def _batch_accuracy(outputs, batch) -> dict[str, float]:
+    accuracy = heatmap_accuracy(outputs.float().cpu().numpy(), batch["target"].cpu().numpy())
+    return {} if np.isnan(accuracy) else {"heatmap_accuracy": accuracy}
+
+
+def main(args) -> int:
+    """`simple-pose train -e SPEC -r RESULTS [--set k=v]`; resumes from RESULTS/checkpoint_last.pth."""
+    from pose_workloads.data.coco import load_coco
+    from pose_workloads.data.topdown import TopDownAugmentation, TopDownDataset
+    from pose_workloads.models import build_model
+    from pose_workloads.training.data import seed_everything
+    from pose_workloads.training.job import Schedule, TrainJob
+    from pose_workloads.training.loop import run_training
+
+    spec = load_spec(SimplePoseSpec, args.spec, args.overrides)
+    pose_config = load_pose_config(spec.data.pose_config)
+    t = spec.train
+    input_size = tuple(t.input_size)
+
+    # Data first: a wrong path fails here, before a model is built.
+    train_set = load_coco(spec.data.train_images, spec.data.train_annotations, pose_config)
+    people = [p for p in train_set.people if p.num_keypoints >= spec.data.min_keypoints]
+    if not people:
+        raise BadInput(
+            f"{spec.data.train_annotations}: no person has {spec.data.min_keypoints}+ labelled joints; "
+            "lower data.min_keypoints or check the annotations"
+        )
+    dataset = TopDownDataset(people, pose_config, input_size, sigma=t.sigma, train=True,
+                             aug=TopDownAugmentation(**spec.augmentation.model_dump()), seed=t.seed)
+    val_dataset = eval_dataset(spec, pose_config, input_size)
+    settings = eval_settings(spec)
+
+    def evaluate_fn(model) -> dict[str, float]:
+        _, metrics = coco_evaluation(torch_heatmap_fn(model), val_dataset, pose_config, spec.data.val_annotations, settings)
+        return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+    seed_everything(t.seed)
+    model_config = spec.model.model_dump()
+    model = build_model(NETWORK, model_config, pose_config.num_joints)
+    job = TrainJob(
+        network=NETWORK,
+        model=model,
+        model_config=model_config,
+        pose_config=pose_config,
+        input_size=input_size,
+        train_dataset=dataset,
+        loss_fn=heatmap_loss,
+        results_dir=Path(args.results_dir),
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        optimizer=t.optimizer,
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
+        schedule=Schedule(kind=t.lr_schedule, steps=tuple(t.lr_steps), factor=t.lr_factor, warmup_epochs=t.warmup_epochs),
+        batch_metrics_fn=_batch_accuracy,
+        evaluate_fn=evaluate_fn,
+        eval_every=t.eval_every,
+        checkpoint_every=t.checkpoint_every,
+        workers=spec.data.workers,
+        seed=t.seed,
+        amp=t.amp,
+        channels_last=t.channels_last,
+        spec=spec,
+    )
+    print(f"{len(people)} training people from {len(train_set.images)} images, {len(val_dataset)} val crops", flush=True)
+    result = run_training(job)
+    if ranks.is_main():
+        best = result.get("best_ap")
+        print(f"done: {args.results_dir}/model_final.pth" + (f", best val AP {best:.4f} (model_best.pth)" if best is not None else ""))
+    return 0
