@@ -9,17 +9,16 @@ Ctrl-C). CI runs it in the real image.
 
 from __future__ import annotations
 
-import os
 import time
+
+from pose_workloads import ranks
 
 
 def main(args) -> int:
     import torch
     import torch.distributed as dist
 
-    rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world_size, local_rank = ranks.rank(), ranks.world_size(), ranks.local_rank()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if world_size > 1:
         dist.init_process_group(backend)  # env:// from torchrun

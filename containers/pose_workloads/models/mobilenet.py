@@ -159,37 +159,21 @@ class InvertedResidualV3(nn.Module):
         return x + self.block(x) if self.use_residual else self.block(x)
 
 
-MOBILENET_V3_LARGE = [
-    BlockV3(3, 16, 16, False, False, 1),
-    BlockV3(3, 64, 24, False, False, 2),
-    BlockV3(3, 72, 24, False, False, 1),
-    BlockV3(5, 72, 40, True, False, 2),
-    BlockV3(5, 120, 40, True, False, 1),
-    BlockV3(5, 120, 40, True, False, 1),
-    BlockV3(3, 240, 80, False, True, 2),
-    BlockV3(3, 200, 80, False, True, 1),
-    BlockV3(3, 184, 80, False, True, 1),
-    BlockV3(3, 184, 80, False, True, 1),
-    BlockV3(3, 480, 112, True, True, 1),
-    BlockV3(3, 672, 112, True, True, 1),
-    BlockV3(5, 672, 160, True, True, 2),
-    BlockV3(5, 960, 160, True, True, 1),
-    BlockV3(5, 960, 160, True, True, 1),
-]
+# Rows (kernel, expanded, out_channels, use_se, hardswish, stride), three to a line.
+MOBILENET_V3_LARGE = [BlockV3(*row) for row in (  # Table 1
+    (3, 16, 16, False, False, 1), (3, 64, 24, False, False, 2), (3, 72, 24, False, False, 1),
+    (5, 72, 40, True, False, 2), (5, 120, 40, True, False, 1), (5, 120, 40, True, False, 1),
+    (3, 240, 80, False, True, 2), (3, 200, 80, False, True, 1), (3, 184, 80, False, True, 1),
+    (3, 184, 80, False, True, 1), (3, 480, 112, True, True, 1), (3, 672, 112, True, True, 1),
+    (5, 672, 160, True, True, 2), (5, 960, 160, True, True, 1), (5, 960, 160, True, True, 1),
+)]
 
-MOBILENET_V3_SMALL = [
-    BlockV3(3, 16, 16, True, False, 2),
-    BlockV3(3, 72, 24, False, False, 2),
-    BlockV3(3, 88, 24, False, False, 1),
-    BlockV3(5, 96, 40, True, True, 2),
-    BlockV3(5, 240, 40, True, True, 1),
-    BlockV3(5, 240, 40, True, True, 1),
-    BlockV3(5, 120, 48, True, True, 1),
-    BlockV3(5, 144, 48, True, True, 1),
-    BlockV3(5, 288, 96, True, True, 2),
-    BlockV3(5, 576, 96, True, True, 1),
-    BlockV3(5, 576, 96, True, True, 1),
-]
+MOBILENET_V3_SMALL = [BlockV3(*row) for row in (  # Table 2
+    (3, 16, 16, True, False, 2), (3, 72, 24, False, False, 2), (3, 88, 24, False, False, 1),
+    (5, 96, 40, True, True, 2), (5, 240, 40, True, True, 1), (5, 240, 40, True, True, 1),
+    (5, 120, 48, True, True, 1), (5, 144, 48, True, True, 1), (5, 288, 96, True, True, 2),
+    (5, 576, 96, True, True, 1), (5, 576, 96, True, True, 1),
+)]
 
 
 class MobileNetV3(nn.Module):
