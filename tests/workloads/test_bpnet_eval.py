@@ -170,8 +170,10 @@ def test_a_fixed_size_engine_runs_single_scale_padded_with_a_notice():
     {"multi_scale_inference": True, "scales": [0.5, 1.0, 1.5]},
     {"input_shape": [288, 384], "keep_aspect_ratio_mode": "pad_image_input"},
     {"keep_aspect_ratio_mode": "None"},
-    {"output_upsampling_factor": [4, 4]},
-], ids=["adjust", "multi_scale", "pad", "stretch", "upsample_x4"])
+    {"upsample_maps": True},  # TAO's exact decode
+    {"upsample_maps": True, "output_upsampling_factor": [4, 4]},
+    {"upsample_maps": True, "multi_scale_inference": True, "scales": [0.5, 1.0, 1.5]},
+], ids=["adjust", "multi_scale", "pad", "stretch", "upsample_x8", "upsample_x4", "upsample_multi_scale"])
 def test_evaluate_puts_people_back_on_the_image_whatever_the_sizing(fields, oracle, dataset_spec, tmp_path, capsys):
     results_dir = tmp_path / "eval"
     argv = ["bpnet", "evaluate", "--inference_spec", str(infer_spec(tmp_path, **fields)), "--model_filename", "oracle.pth",
@@ -288,7 +290,8 @@ def test_an_exported_onnx_model_gives_the_maps_of_its_pth(lively_model, tmp_path
     export_onnx(lively_model, onnx_path)
     from_pth, from_onnx = pipeline.open_model(lively_model), pipeline.open_model(onnx_path)
     assert from_onnx.predictor.backend == "onnxruntime"
-    settings, _ = pipeline.inference_settings(BpnetInferenceSpec(input_shape=(64, 64)), BpnetNormalization())
+    # TAO's upsampled grid: the finest maps to compare
+    settings, _ = pipeline.inference_settings(BpnetInferenceSpec(input_shape=(64, 64), upsample_maps=True), BpnetNormalization())
     image = np.random.default_rng(0).integers(0, 255, (50, 90, 3), dtype=np.uint8)  # adjusted to 64x120
     expected = pipeline.predict_maps(from_pth.predictor, image, settings, POSE_18)
     got = pipeline.predict_maps(from_onnx.predictor, image, settings, POSE_18)

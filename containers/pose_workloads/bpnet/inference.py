@@ -110,6 +110,7 @@ def main(args) -> int:
             "input_shape": list(settings.input_shape),
             "keep_aspect_ratio_mode": settings.mode,
             "scales": list(settings.scales),
+            "upsample_maps": settings.upsample,
             "output_upsampling_factor": list(settings.upsampling),
             "heatmap_threshold": settings.heatmap_threshold,
             "paf_threshold": settings.paf_threshold,

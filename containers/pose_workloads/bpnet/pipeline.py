@@ -2,8 +2,9 @@
 inference and export.
 
 One image's path: `plan_input` sizes the network input for the spec's keep_aspect_ratio_mode and
-each scale, `predict_maps` runs the model and averages its upsampled maps over the scales,
-`grouping` turns the maps into people, `maps_to_image_px` puts them back on the image.
+each scale, `predict_maps` runs the model and averages its maps over the scales on one grid (the
+network's resolution, or upsampled as TAO with upsample_maps), `group_maps` turns the maps into
+people, `maps_to_image_px` puts them back on the image.
 `open_model` + `inference_settings` (or `prepare`, from the command's flags) give the model and
 what to do to every image.
 """
@@ -77,7 +78,8 @@ class InferenceSettings:
     input_shape: tuple[int, int]  # (height, width)
     mode: str | None  # keep_aspect_ratio_mode
     scales: tuple[float, ...]
-    upsampling: tuple[int, int]  # (y, x) map px per network output px
+    upsampling: tuple[int, int]  # (y, x) map px per network output px; (1, 1) unless `upsample`
+    upsample: bool  # TAO's exact decode on upsampled maps; False = grouping at the network's resolution
     heatmap_threshold: float
     paf_threshold: float
     min_parts: int
@@ -103,7 +105,8 @@ def inference_settings(spec: BpnetInferenceSpec, normalization: BpnetNormalizati
                       f"pad_image_input at that size (the spec asked for {shape[0]}x{shape[1]}, {mode}, scales {list(scales)})")
         scales, mode, shape = (1.0,), "pad_image_input", fixed
     settings = InferenceSettings(
-        input_shape=shape, mode=mode, scales=scales, upsampling=tuple(spec.output_upsampling_factor),
+        input_shape=shape, mode=mode, scales=scales, upsample=spec.upsample_maps,
+        upsampling=tuple(spec.output_upsampling_factor) if spec.upsample_maps else (1, 1),
         heatmap_threshold=spec.heatmap_threshold, paf_threshold=spec.paf_threshold,
         min_parts=spec.min_parts, min_person_score=spec.min_person_score,
         image_scale=tuple(normalization.image_scale), image_offset=tuple(normalization.image_offset),
@@ -161,8 +164,9 @@ class Maps(NamedTuple):
 
 
 def predict_maps(model, image_rgb: np.ndarray, settings: InferenceSettings, pose_config: PoseConfig) -> Maps:
-    """Run the model at every scale and average its upsampled maps on one grid (TAO/OpenPose
-    multi-scale). The grid covers the image, at `upsampling / 8` px per scale-1 input px."""
+    """Run the model at every scale and average its maps on one grid (TAO/OpenPose multi-scale).
+    The grid covers the image, at `upsampling / 8` px per scale-1 input px: the network's own
+    resolution unless the spec asks for TAO's upsampled decode."""
     up_y, up_x = settings.upsampling
     base = plan_input(image_rgb.shape[:2], settings.input_shape, settings.mode)
     map_hw = (max(1, round(base.content_hw[0] * up_y / STRIDE)), max(1, round(base.content_hw[1] * up_x / STRIDE)))
@@ -190,12 +194,17 @@ def _check_outputs(heatmaps: np.ndarray, pafs: np.ndarray, pose_config: PoseConf
 
 def group_maps(maps: Maps, pose_config: PoseConfig, settings: InferenceSettings):
     """Peaks and PAF grouping on the averaged maps: `grouping.People` in map px."""
-    from pose_workloads.grouping import find_peaks, group_people
+    from pose_workloads.grouping import find_people, group_people
+    from pose_workloads.peaks import find_peaks
 
     num_joints = pose_config.num_joints
+    heatmaps, pafs = maps.heatmaps[..., :num_joints].transpose(2, 0, 1), maps.pafs.transpose(2, 0, 1)
     sigma = PEAK_SMOOTHING_INPUT_PX * settings.upsampling[1] / STRIDE
-    peaks = find_peaks(maps.heatmaps[..., :num_joints].transpose(2, 0, 1), settings.heatmap_threshold, sigma)
-    return group_people(peaks, maps.pafs.transpose(2, 0, 1), pose_config.paf_limbs, settings.paf_threshold,
+    if not settings.upsample:
+        return find_people(heatmaps, pafs, pose_config.paf_limbs, settings.heatmap_threshold, settings.paf_threshold,
+                           sigma, min_parts=settings.min_parts, min_score=settings.min_person_score)
+    peaks = find_peaks(heatmaps, settings.heatmap_threshold, sigma)
+    return group_people(peaks, pafs, pose_config.paf_limbs, settings.paf_threshold,
                         min_parts=settings.min_parts, min_score=settings.min_person_score)
 
 
@@ -286,7 +295,8 @@ def prepare(args) -> tuple[BpnetInferenceSpec, Path, OpenModel, InferenceSetting
 def describe(model_path: Path, opened: OpenModel, settings: InferenceSettings) -> str:
     shape = "x".join(map(str, settings.input_shape))
     return (f"{model_path} ({opened.predictor.backend}), input {shape} {settings.mode}, "
-            f"scales {list(settings.scales)}, upsampling x{settings.upsampling[1]}")
+            f"scales {list(settings.scales)}, "
+            + (f"maps upsampled x{settings.upsampling[1]}" if settings.upsample else "grouping at the network's resolution"))
 
 
 def annotation_joint_index(model_config: PoseConfig, annotation_config: PoseConfig, model_path: Path) -> list[int]:

@@ -210,7 +210,12 @@ class BpnetInferenceSpec(Strict):
     output_stage_to_use: int | None = Field(
         default=None, ge=1, description="1 = the initial stage, 2 = the first refinement, ...; null = the last"
     )
-    output_upsampling_factor: tuple[int, int] = (8, 8)
+    output_upsampling_factor: tuple[int, int] = Field(
+        default=(8, 8), description="with upsample_maps: map px per network output px before grouping")
+    upsample_maps: bool = Field(
+        default=False, description="true = TAO's exact decode (maps upsampled by output_upsampling_factor, integer peaks, "
+        "nearest PAF samples); false = grouping at the network's resolution (sub-pixel peaks, bilinear PAFs): "
+        "the same AP, over 20x faster on crowds (bench/bench_grouping.py)")
     heatmap_threshold: float = Field(default=0.1, ge=0.0, le=1.0)
     paf_threshold: float = Field(default=0.05, ge=0.0, le=1.0)
     multi_scale_inference: bool = False
