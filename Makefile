@@ -7,8 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # torch first, pinned to the CPU build, so that `torch>=2.1` in the extras installs nothing more.
 TORCH ?= torch==2.13.0
+# The tritonserver binary (Triton 2.51, Python backend, CPU) for the serving tests and serve-demo.
+PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv test lint test-unit test-integration demo demo-bpnet bench images docker-up docker-down clean
+.PHONY: venv test lint test-unit test-integration demo demo-bpnet serve-demo bench images docker-up docker-down clean
 
 venv: $(STAMP)
 
@@ -16,7 +18,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e '.[local,dev,cluster]'
+	$(BIN)/python -m pip install -q -e '.[local,dev,cluster,serve]'
+	$(BIN)/python -m pip install -q --no-deps "$(PYTRITON)"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -42,6 +45,10 @@ demo: venv
 
 demo-bpnet: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_bpnet.sh
+
+# The demo's model served by tritonserver (Python backend, CPU): export, start, query, stop.
+serve-demo: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/serve_demo.sh
 
 bench: venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

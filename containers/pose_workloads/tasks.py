@@ -26,6 +26,8 @@ import builtins
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from pose_workloads.serving.repository import TRITON_BACKENDS
+
 PYTORCH = "pytorch"
 TENSORRT = "tensorrt"
 
@@ -134,6 +136,10 @@ EXPORT_FLAGS = (
     Flag(("--batches",), "batches", type=int, default=8, help="INT8 calibration batches."),
     Flag(("--max_batch_size",), "max_batch_size", type=int, default=8, help="largest engine batch."),
     Flag(("--opset",), "opset", type=int, default=17, help="ONNX opset."),
+    Flag(("--triton_repository",), "triton_repository", "output", metavar="DIR",
+         help="also write a Triton model repository here (ensemble: preprocess -> model -> postprocess)."),
+    Flag(("--triton_backend",), "triton_backend", default="onnxruntime", choices=TRITON_BACKENDS,
+         help="how Triton runs the network (python: onnxruntime in the Python backend, for CPU-only hosts)."),
 )
 
 # ---- The tasks -----------------------------------------------------------------------------------
@@ -178,7 +184,7 @@ _TASKS = (
              SET,
          )),
     Task("simple-pose", "export", "pose_workloads.export.action:main",
-         "Export to ONNX (and a TensorRT engine with --engine_file).", EXPORT_FLAGS),
+         "Export to ONNX (a TensorRT engine with --engine_file, a Triton repository with --triton_repository).", EXPORT_FLAGS),
     Task("bpnet", "dataset_convert", "pose_workloads.data.convert:main",
          "Masks and training shards from a COCO-format dataset.", (
              DATASET_SPEC,
@@ -208,7 +214,7 @@ _TASKS = (
              SET,
          )),
     Task("bpnet", "export", "pose_workloads.export.action:main",
-         "Export to ONNX (and a TensorRT engine with --engine_file).", (
+         "Export to ONNX (a TensorRT engine with --engine_file, a Triton repository with --triton_repository).", (
              *EXPORT_FLAGS,
              replace(INFERENCE_SPEC, required=False,
                      help="size the engine for this inference spec's inputs (default: 368x368, adjust_network_input)."),

@@ -67,6 +67,13 @@ def write_model_file(path: Path, network: str, input_size: tuple[int, int], mode
     return path
 
 
+@pytest.fixture(scope="session")
+def write_model():
+    """`write_model_file` itself, for fixtures wider than one test (test modules cannot import
+    conftest by name: tests/launcher has one too)."""
+    return write_model_file
+
+
 @pytest.fixture
 def model_file(tmp_path):
     """`model_file(network, input_size, **kw)` -> path of a fresh tiny model file in tmp_path."""

@@ -167,20 +167,31 @@ def predict_maps(model, image_rgb: np.ndarray, settings: InferenceSettings, pose
     """Run the model at every scale and average its maps on one grid (TAO/OpenPose multi-scale).
     The grid covers the image, at `upsampling / 8` px per scale-1 input px: the network's own
     resolution unless the spec asks for TAO's upsampled decode."""
-    up_y, up_x = settings.upsampling
-    base = plan_input(image_rgb.shape[:2], settings.input_shape, settings.mode)
-    map_hw = (max(1, round(base.content_hw[0] * up_y / STRIDE)), max(1, round(base.content_hw[1] * up_x / STRIDE)))
+    image_hw = image_rgb.shape[:2]
+    map_hw = map_grid_hw(image_hw, settings)
     heat_sum = paf_sum = None
     for scale in settings.scales:
-        plan = base if scale == 1.0 else plan_input(image_rgb.shape[:2], settings.input_shape, settings.mode, scale)
+        plan = plan_input(image_hw, settings.input_shape, settings.mode, scale)
         heatmaps, pafs = model(prepare_input(image_rgb, plan, settings))[:2]
-        _check_outputs(heatmaps, pafs, pose_config)
-        heat = _to_map_grid(heatmaps[0], plan, map_hw)
-        paf = _to_map_grid(pafs[0], plan, map_hw)
+        heat, paf = outputs_to_map_grid(heatmaps, pafs, plan, map_hw, pose_config)
         heat_sum = heat if heat_sum is None else heat_sum + heat
         paf_sum = paf if paf_sum is None else paf_sum + paf
     count = np.float32(len(settings.scales))
     return Maps(heat_sum / count, paf_sum / count)
+
+
+def map_grid_hw(image_hw: tuple[int, int], settings: InferenceSettings) -> tuple[int, int]:
+    """(map_h, map_w) of the common grid the maps of every scale are averaged on."""
+    up_y, up_x = settings.upsampling
+    base = plan_input(image_hw, settings.input_shape, settings.mode)
+    return (max(1, round(base.content_hw[0] * up_y / STRIDE)), max(1, round(base.content_hw[1] * up_x / STRIDE)))
+
+
+def outputs_to_map_grid(heatmaps: np.ndarray, pafs: np.ndarray, plan: InputPlan, map_hw: tuple[int, int],
+                        pose_config: PoseConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One scale's network outputs (1, C, h, w) -> heatmaps and PAFs (map_h, map_w, C) on the grid."""
+    _check_outputs(heatmaps, pafs, pose_config)
+    return _to_map_grid(heatmaps[0], plan, map_hw), _to_map_grid(pafs[0], plan, map_hw)
 
 
 def _check_outputs(heatmaps: np.ndarray, pafs: np.ndarray, pose_config: PoseConfig) -> None:
@@ -232,10 +243,16 @@ def predict_people(model, image_rgb: np.ndarray, settings: InferenceSettings, po
     # The network time includes resampling its maps: both grow with the number of scales.
     maps = predict_maps(model, image_rgb, settings, pose_config)
     middle = time.perf_counter()
-    people = group_maps(maps, pose_config, settings)
-    keypoints = maps_to_image_px(people.keypoints, maps.heatmaps.shape[:2], image_rgb.shape[:2])
+    keypoints, scores = people_from_maps(maps, image_rgb.shape[:2], pose_config, settings)
     end = time.perf_counter()
-    return Prediction(keypoints, people.scores, {"network": (middle - start) * 1e3, "grouping": (end - middle) * 1e3})
+    return Prediction(keypoints, scores, {"network": (middle - start) * 1e3, "grouping": (end - middle) * 1e3})
+
+
+def people_from_maps(maps: Maps, image_hw: tuple[int, int], pose_config: PoseConfig,
+                     settings: InferenceSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Averaged maps of one image -> keypoints (P, K, 3) float32 image px and scores (P,) float32."""
+    people = group_maps(maps, pose_config, settings)
+    return maps_to_image_px(people.keypoints, maps.heatmaps.shape[:2], image_hw), people.scores
 
 
 class OpenModel(NamedTuple):

@@ -1,5 +1,7 @@
-"""`pose simple-pose|bpnet export -m MODEL.pth -o OUT.onnx [--engine_file E --data_type ...]`:
-the flags checked first, then `onnx.export_onnx`, then (with --engine_file) `tensorrt.build_engine`."""
+"""`pose simple-pose|bpnet export -m MODEL.pth -o OUT.onnx [--engine_file E --data_type ...]
+[--triton_repository DIR --triton_backend B]`: the flags checked first, then `onnx.export_onnx`,
+then (with --engine_file) `tensorrt.build_engine`, then (with --triton_repository)
+`serving.repository.write_repository`."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pose_workloads.export.tensorrt import (
     shape_text,
 )
 from pose_workloads.runtime import engine_sidecar
+from pose_workloads.serving.repository import check_repository_args, describe, serving_settings, write_repository
 from pose_workloads.specs import BpnetInferenceSpec, load_spec
 
 
@@ -41,6 +44,8 @@ def _check_args(args) -> None:
                            "or an existing --cal_cache_file")
     elif args.cal_image_dir or args.cal_cache_file:
         print("note: --cal_image_dir / --cal_cache_file are used only with --engine_file and --data_type int8", file=sys.stderr)
+    if args.triton_repository:
+        check_repository_args(args.triton_repository, args.triton_backend, args.engine_file)
 
 
 def main(args) -> int:
@@ -54,6 +59,7 @@ def main(args) -> int:
     model_file.check_network(args.model, ckpt["network"], network, f"use `pose {ckpt['network']} export`")
     info = model_file.model_info(ckpt)
     del ckpt
+    serving = serving_settings(info, inference_spec) if args.triton_repository else None
 
     try:
         checks = export_onnx(args.model, args.output, args.opset)
@@ -79,4 +85,8 @@ def main(args) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"wrote {args.engine_file} and {engine_sidecar(args.engine_file).name}")
+    if args.triton_repository:
+        repository = write_repository(args.triton_repository, args.output, args.triton_backend, args.max_batch_size,
+                                      serving, args.engine_file)
+        print(describe(repository))
     return 0

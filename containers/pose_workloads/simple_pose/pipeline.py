@@ -43,14 +43,23 @@ def eval_settings(spec: SimplePoseSpec) -> EvalSettings:
                         e.batch_size, spec.data.workers, e.backend)
 
 
-def predict_heatmaps(heatmap_fn: HeatmapFn, images: np.ndarray, flip_pairs, flip_test: bool) -> np.ndarray:
-    """(N, 3, H, W) crops -> (N, K, h, w) heatmaps, averaged with the mirrored crops' when `flip_test`."""
+def mirror_crops(images: np.ndarray) -> np.ndarray:
+    """(N, 3, H, W) crops mirrored left-right, as the flip test feeds them to the network."""
+    return np.ascontiguousarray(images[..., ::-1])
+
+
+def merge_flipped(heatmaps: np.ndarray, mirrored: np.ndarray, flip_pairs) -> np.ndarray:
+    """The flip test's average: straight heatmaps (N, K, h, w) and those of `mirror_crops`."""
     from pose_workloads.decode import flip_back
 
+    return 0.5 * (heatmaps + flip_back(mirrored, flip_pairs))
+
+
+def predict_heatmaps(heatmap_fn: HeatmapFn, images: np.ndarray, flip_pairs, flip_test: bool) -> np.ndarray:
+    """(N, 3, H, W) crops -> (N, K, h, w) heatmaps, averaged with the mirrored crops' when `flip_test`."""
     heatmaps = heatmap_fn(images)
     if flip_test:
-        mirrored = heatmap_fn(np.ascontiguousarray(images[..., ::-1]))
-        heatmaps = 0.5 * (heatmaps + flip_back(mirrored, flip_pairs))
+        heatmaps = merge_flipped(heatmaps, heatmap_fn(mirror_crops(images)), flip_pairs)
     return heatmaps
 
 
@@ -158,8 +167,6 @@ def crop_boxes(image_rgb: np.ndarray, boxes_xywh: np.ndarray, input_size: tuple[
 def predict_people(heatmap_fn: HeatmapFn, image_rgb: np.ndarray, boxes_xywh: np.ndarray, pose_config: PoseConfig,
                    input_size: tuple[int, int], settings: EvalSettings) -> np.ndarray:
     """One image and its person boxes -> (N, K, 3) float32 (x, y, score) in image px."""
-    from pose_workloads.decode import decode_heatmaps, heatmap_to_image_coords
-
     crops, centers, scales = crop_boxes(image_rgb, boxes_xywh, input_size)
     if len(crops) == 0:
         return np.zeros((0, pose_config.num_joints, 3), np.float32)
@@ -167,6 +174,14 @@ def predict_people(heatmap_fn: HeatmapFn, image_rgb: np.ndarray, boxes_xywh: np.
         predict_heatmaps(heatmap_fn, crops[i : i + settings.batch_size], pose_config.flip_pairs, settings.flip_test)
         for i in range(0, len(crops), settings.batch_size)
     ])
+    return people_from_heatmaps(heatmaps, centers, scales, settings)
+
+
+def people_from_heatmaps(heatmaps: np.ndarray, centers: np.ndarray, scales: np.ndarray, settings: EvalSettings) -> np.ndarray:
+    """Heatmaps (N, K, h, w) of N crops (`crop_boxes`' centers, scales) -> (N, K, 3) float32
+    (x, y, score) in image px."""
+    from pose_workloads.decode import decode_heatmaps, heatmap_to_image_coords
+
     joints_hm, confidence = decode_heatmaps(heatmaps, settings.decoder, settings.sigma)
     coords = heatmap_to_image_coords(joints_hm, centers, scales, heatmaps.shape[-2:])
     return np.concatenate([coords, confidence[..., None]], axis=-1).astype(np.float32)
