@@ -169,7 +169,7 @@ def test_triton_finds_the_keypoints_pose_inference_finds(served, coco_mini, tmp_
 
 def test_triton_matches_the_inference_pipeline_to_a_thousandth_of_a_pixel(served, coco_mini):
     """The same comparison without the result files' rounding: `pose inference`'s own functions."""
-    from pose_workloads.data.coco import read_image
+    from pose_workloads.media import read_image
 
     network, onnx, flags, server = served
     if network == "simple-pose":

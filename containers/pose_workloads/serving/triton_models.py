@@ -70,7 +70,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
 
 
 def _decode(inputs: dict[str, np.ndarray]) -> np.ndarray:
-    from pose_workloads.data.coco import BadSample, decode_image
+    from pose_workloads.media import BadSample, decode_image
 
     data = np.ascontiguousarray(inputs["IMAGE"], dtype=np.uint8).reshape(-1)
     try:
