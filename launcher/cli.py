@@ -117,8 +117,11 @@ _add_task_commands()
 images_app = typer.Typer(help="The Docker images tasks run in.", no_args_is_help=True, rich_markup_mode=None)
 mounts_app = typer.Typer(help="The mounts file (~/.pose_mounts.json or $POSE_MOUNTS).",
                          no_args_is_help=True, rich_markup_mode=None)
+jobs_app = typer.Typer(help="Detached jobs: Docker containers (--detach), Slurm jobs, Kubernetes Jobs.",
+                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(images_app, name="images")
 app.add_typer(mounts_app, name="mounts")
+app.add_typer(jobs_app, name="jobs")
 
 
 @app.command("info")
@@ -178,6 +181,33 @@ def mounts_check() -> None:
     from launcher.info import print_mounts_check
 
     _fail_cleanly(print_mounts_check)
+
+
+@jobs_app.command("list")
+def jobs_list() -> None:
+    """pose's jobs on every engine that answers."""
+    from launcher.jobs import print_jobs
+
+    _fail_cleanly(print_jobs)
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job: Annotated[str, typer.Argument(help="a container name, Slurm job id or Kubernetes Job name (pose jobs list).")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="until the job ends; exit with its code.")] = False,
+) -> None:
+    """The job's output (Slurm: its log file; Kubernetes: pod 0's)."""
+    from launcher.jobs import logs
+
+    _fail_cleanly(lambda: logs(job, follow))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job: Annotated[str, typer.Argument(help="a container name, Slurm job id or Kubernetes Job name.")]) -> None:
+    """Stop the job and wait until it is gone."""
+    from launcher.jobs import cancel
+
+    _fail_cleanly(lambda: cancel(job))
 
 
 def main() -> None:

@@ -100,9 +100,9 @@ def launch_on_cluster(task: Task, values: dict[str, Any], options: Any, mounts: 
         texts = (batch_script(job), node_script(job))
     except ValueError as err:  # a path pyxis cannot express
         raise BadInput(str(err)) from None
-    for text in notices:
-        notice(text)
     if options.dry_run:
+        for text in notices:
+            notice(text)
         print(f"runner: slurm ({runtime})")
         print(f"submit: {shlex.join(sbatch_argv(job))}")
         print(f"--- {job.batch_file}\n{texts[0]}--- {job.node_file}\n{texts[1]}", end="")
@@ -111,7 +111,8 @@ def launch_on_cluster(task: Task, values: dict[str, Any], options: Any, mounts: 
     try:
         plan.write_specs()
         slurm.write_job_files(job)
-        return slurm.run(job, detach=options.detach)
+        # Notices only once Slurm has accepted the job, so that a refusal stays one line.
+        return slurm.run(job, detach=options.detach, notices=notices)
     except BadInput:
         shutil.rmtree(launch_dir, ignore_errors=True)  # refused: nothing half-written stays
         raise

@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from launcher.mounts import (
     LAUNCH_DIR_DESTINATION,
     Mount,
     Mounts,
+    invoking_home,
     invoking_user,
     load_mounts,
     mounts_file_path,
@@ -68,7 +69,11 @@ def launch(network: str, action: str, values: dict[str, Any], options: LaunchOpt
     if "--gpus" in {f.name for f in task.flags}:
         values = {**values, "--gpus": nproc}
 
-    launch_dir = Path(tempfile.gettempdir()) / f"pose-launch-{uuid.uuid4().hex[:12]}"
+    if options.detach and runner != "docker":
+        raise BadInput("--detach: the local runner runs in the foreground; use --runner docker, slurm or k8s")
+    # A detached container outlives `pose`: its specs go where `pose jobs cancel` removes them.
+    launch_root = detached_launch_root() if options.detach else Path(tempfile.gettempdir())
+    launch_dir = launch_root / f"pose-launch-{uuid.uuid4().hex[:12]}"
     plan = PathPlanner(mounts, runner, launch_dir)
     args = plan.task_args(task, values, options.overrides)
     if options.runner == "docker" and not options.dry_run:
@@ -99,6 +104,16 @@ def launch(network: str, action: str, values: dict[str, Any], options: LaunchOpt
         return 0
     # Signals raise from here on, so that the launch folder goes on every way out: a SIGHUP
     # (terminal closed) or SIGTERM while the specs are written included.
+    if options.detach:
+        from launcher.runners.docker import run_detached
+
+        launch_root.mkdir(parents=True, exist_ok=True)
+        plan.write_specs()
+        try:
+            return run_detached(replace(call, labels=(("pose.launch_dir", str(launch_dir)),)))
+        except BaseException:
+            shutil.rmtree(launch_dir, ignore_errors=True)
+            raise
     try:
         with interrupts_raise():
             plan.write_specs()
@@ -107,6 +122,11 @@ def launch(network: str, action: str, values: dict[str, Any], options: LaunchOpt
         return stop.exit_code
     finally:
         shutil.rmtree(launch_dir, ignore_errors=True)
+
+
+def detached_launch_root() -> Path:
+    """Where detached Docker tasks keep their launch directories (in the invoking user's home)."""
+    return invoking_home() / ".pose" / "detached"
 
 
 def load_mounts_for(requested_runner: str, image: str, notices: list[str]) -> Mounts:

@@ -9,6 +9,7 @@ itself (SIGINT, SIGTERM, SIGHUP) exits 128 + its number once the ranks are stopp
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -23,6 +24,10 @@ def exit_code_of(returncode: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGUSR1 is Slurm's preemption warning, delivered to every process of the step: torchrun
+    # must outlive it (its default action ends the process) while the ranks, which inherit the
+    # ignored disposition and install their own handler when training, checkpoint and stop.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
         run(args)
     except ChildFailedError as err:

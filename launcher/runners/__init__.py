@@ -35,6 +35,7 @@ class TaskCall:
     workdir: str = ""  # working directory (container path for Docker, host path for local)
     docker_options: ContainerOptions = field(default_factory=ContainerOptions)
     log_paths: tuple[tuple[str, str], ...] = ()  # (path the task prints, host path to show instead)
+    labels: tuple[tuple[str, str], ...] = ()  # more container labels (Docker: pose.detached, pose.launch_dir)
 
 
 def workload_command(call: TaskCall, python: str) -> list[str]:

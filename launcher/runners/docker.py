@@ -97,7 +97,7 @@ def container_kwargs(call: TaskCall, name: str) -> dict[str, Any]:
             [DeviceRequest(device_ids=[str(i) for i in call.gpu_ids], capabilities=[["gpu"]])]
             if call.gpu_ids else []
         ),
-        "labels": {"pose.task": call.task, "pose.version": pose_workloads.__version__},
+        "labels": {"pose.task": call.task, "pose.version": pose_workloads.__version__, **dict(call.labels)},
         "stdin_open": False,
         "tty": False,
         **_network_kwargs(options.network),
@@ -162,6 +162,17 @@ def run(call: TaskCall, client=None) -> int:
         finally:
             with contextlib.suppress(docker.errors.APIError, Interrupted):
                 client.api.remove_container(name, force=True)
+
+
+def run_detached(call: TaskCall, client=None) -> int:
+    """Start the task in a new container and return at once, printing its name (`pose jobs
+    logs|cancel NAME`). The container is kept after it ends, for its log and exit code."""
+    client = client or connect()
+    name = container_name(call.task)
+    _create_and_start(client, replace(call, labels=(*call.labels, ("pose.detached", "1"))), name)
+    print(name, flush=True)
+    print(f"pose: started container {name}; follow it with `pose jobs logs {name} --follow`", file=sys.stderr, flush=True)
+    return 0
 
 
 def _create_and_start(client, call: TaskCall, name: str):

@@ -14,6 +14,7 @@ accounting database; `sacct` is asked only once scontrol has forgotten the job.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -92,6 +93,8 @@ def write_job_files(job: SlurmJob) -> None:
         path.chmod(0o755)
     # The container's user must be able to write its exit code.
     (job.launch_dir / "exit").chmod(0o777)
+    # For `pose jobs logs ID`: container paths in the log shown as host paths, as here.
+    (job.launch_dir / "log_paths.json").write_text(json.dumps(job.call.log_paths))
 
 
 def submit(job: SlurmJob) -> str:
@@ -185,9 +188,12 @@ def follow(job_id: str, log_file: Path, rewrite=lambda line: line) -> int:
         time.sleep(POLL_S)
 
 
-def run(job: SlurmJob, detach: bool = False) -> int:
-    """Submit `job` (files already written) and follow it, or print its id when detached."""
+def run(job: SlurmJob, detach: bool = False, notices: list[str] = ()) -> int:
+    """Submit `job` (files already written) and follow it, or print its id when detached.
+    `notices` are said once Slurm has accepted the job, so that a refusal stays one line."""
     job_id = submit(job)
+    for text in notices:
+        print(f"pose: {text}", file=sys.stderr, flush=True)
     if detach:
         print(job_id, flush=True)
         print(f"pose: submitted Slurm job {job_id}; follow it with `pose jobs logs {job_id} --follow`",

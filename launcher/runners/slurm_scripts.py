@@ -110,7 +110,9 @@ echo "pose: job $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on $SLURM_JO
 
 preempted=0
 stop_ranks() {{ kill -"$1" "$pid" 2>/dev/null || true; }}
-trap 'preempted=1; echo "pose: USR1 (preemption warning): the ranks checkpoint and stop"; stop_ranks TERM' USR1
+# USR1 (the preemption warning, --signal=B:USR1@grace, or scancel --signal=USR1 --batch): srun
+# passes it to every process of the step; training ranks checkpoint at the next step and exit 75.
+trap 'preempted=1; echo "pose: USR1 (preemption warning): the ranks checkpoint and stop"; stop_ranks USR1' USR1
 trap 'stop_ranks TERM' TERM
 trap 'stop_ranks INT' INT
 {shell_join(srun)} bash {shlex.quote(node)} &
@@ -157,6 +159,8 @@ def node_script(job: SlurmJob) -> str:
     lines += [
         "trap 'kill -TERM \"$pid\" 2>/dev/null' TERM",
         "trap 'kill -INT \"$pid\" 2>/dev/null' INT",
+        # slurmstepd gives USR1 to every process of the step, the ranks included: nothing to forward.
+        "trap : USR1",
         f"{shell_join(node_command(call, python))} &",
         _WAIT,
         _RECORD,
@@ -217,6 +221,7 @@ name="pose-$SLURM_JOB_ID-$SLURM_NODEID-${{SLURM_RESTART_COUNT:-0}}"
 forward() {{ docker kill --signal "$1" "$name" >/dev/null 2>&1 || true; }}
 trap 'forward TERM' TERM
 trap 'forward INT' INT
+trap 'forward USR1' USR1
 {shell_join(argv)} &
 {_WAIT}
 docker rm -f "$name" >/dev/null 2>&1 || true

@@ -154,4 +154,4 @@ def test_images_build_refuses_a_missing_wheelhouse_in_one_line(tmp_path, bad_inp
 
 def test_app_names_every_group():
     names = {group.name for group in app.registered_groups}
-    assert names == {"simple-pose", "bpnet", "dataset", "images", "mounts"}
+    assert names == {"simple-pose", "bpnet", "dataset", "images", "mounts", "jobs"}
