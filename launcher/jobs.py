@@ -18,9 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pose_workloads.errors import BadInput
-
 from launcher.paths import LogPathMapper
+from pose_workloads.errors import BadInput
 
 
 @dataclass(frozen=True)

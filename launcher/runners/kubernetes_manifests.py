@@ -117,6 +117,7 @@ def volumes(job: KubernetesJob) -> tuple[list[Any], list[Any]]:
                            "to Kubernetes.volumes in the mounts file")
         name = f"mount-{i}"
         sub_path = None
+        source: dict[str, Any]
         if volume.pvc is not None:
             source = {"persistent_volume_claim": k.V1PersistentVolumeClaimVolumeSource(
                 claim_name=volume.pvc.claim_name, read_only=mount.read_only)}

@@ -188,7 +188,7 @@ def follow(job_id: str, log_file: Path, rewrite=lambda line: line) -> int:
         time.sleep(POLL_S)
 
 
-def run(job: SlurmJob, detach: bool = False, notices: list[str] = ()) -> int:
+def run(job: SlurmJob, detach: bool = False, notices: tuple[str, ...] | list[str] = ()) -> int:
     """Submit `job` (files already written) and follow it, or print its id when detached.
     `notices` are said once Slurm has accepted the job, so that a refusal stays one line."""
     job_id = submit(job)
