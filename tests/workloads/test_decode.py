@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pose_workloads.data.crops import affine_transform_matrix, transform_points
 from pose_workloads.data.targets import gaussian_heatmaps
-from pose_workloads.data.topdown import affine_transform_matrix, transform_points
 from pose_workloads.decode import (
     dark_blur_kernel_size,
     decode_heatmaps,

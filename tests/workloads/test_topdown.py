@@ -1,4 +1,4 @@
-"""Top-down samples (data/topdown.py): crop geometry, augmentation, targets, detections."""
+"""Top-down samples (data/topdown.py, data/crops.py): crop geometry, augmentation, targets, detections."""
 
 from __future__ import annotations
 
@@ -11,17 +11,19 @@ import pytest
 import torch
 
 from pose_workloads.data.coco import ImageRecord, Person, load_coco
-from pose_workloads.data.topdown import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+from pose_workloads.data.crops import (
     TopDownAugmentation,
-    TopDownDataset,
     affine_transform_matrix,
     body_halves,
     box_to_center_scale,
+    transform_points,
+)
+from pose_workloads.data.topdown import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TopDownDataset,
     concat_metas,
     people_from_detections,
-    transform_points,
 )
 from pose_workloads.decode import decode_heatmaps
 from pose_workloads.errors import BadInput

@@ -39,3 +39,21 @@ def test_gt_targets_decode_back_to_the_annotations(coco_mini, targets_and_metas,
     assert metrics["AP"] >= 0.99 and metrics["AR"] >= 0.99
     errors = per_joint_mean_error(results, coco_mini.keypoints, COCO17.sigmas)
     assert np.nanmax(errors) < max_error_px
+
+
+def test_decoded_image_cache_gives_the_samples_of_fresh_decodes(coco_mini, monkeypatch):
+    # The dataset keeps the last few decoded images: in any order, and after the cache has
+    # evicted them, every sample equals a sample from a dataset that decoded afresh.
+    from pose_workloads.data import topdown
+
+    monkeypatch.setattr(topdown, "DECODED_IMAGES_KEPT", 2)  # fewer than coco-mini's 4 images: evictions
+    coco = load_coco(coco_mini.images, coco_mini.keypoints)
+    cached = TopDownDataset(coco.people, COCO17, input_size=(128, 96), train=True, seed=3)
+    order = list(range(len(cached))) + list(np.random.default_rng(0).permutation(len(cached)))
+    for index in order:
+        fresh = TopDownDataset(coco.people, COCO17, input_size=(128, 96), train=True, seed=3)
+        got, expected = cached[index], fresh[index]
+        assert np.array_equal(got["image"].numpy(), expected["image"].numpy()), index
+        assert np.array_equal(got["target"].numpy(), expected["target"].numpy()), index
+        assert len(cached._decoded) <= 2
+    assert len({p.image_path for p in coco.people}) == 4

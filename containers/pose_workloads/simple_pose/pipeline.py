@@ -147,7 +147,8 @@ def crop_boxes(image_rgb: np.ndarray, boxes_xywh: np.ndarray, input_size: tuple[
     """
     import cv2
 
-    from pose_workloads.data.topdown import IMAGENET_MEAN, IMAGENET_STD, affine_transform_matrix, box_to_center_scale
+    from pose_workloads.data.crops import affine_transform_matrix, box_to_center_scale
+    from pose_workloads.data.topdown import IMAGENET_MEAN, IMAGENET_STD
 
     out_h, out_w = input_size
     mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0

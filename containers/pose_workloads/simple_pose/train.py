@@ -57,7 +57,8 @@ def _batch_accuracy(outputs, batch) -> dict[str, float]:
 def main(args) -> int:
     """`simple-pose train -e SPEC -r RESULTS [--set k=v]`; resumes from RESULTS/checkpoint_last.pth."""
     from pose_workloads.data.coco import load_coco
-    from pose_workloads.data.topdown import TopDownAugmentation, TopDownDataset
+    from pose_workloads.data.crops import TopDownAugmentation
+    from pose_workloads.data.topdown import TopDownDataset
     from pose_workloads.models import build_model
     from pose_workloads.training.data import seed_everything
     from pose_workloads.training.job import Schedule, TrainJob
