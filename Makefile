@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # The tritonserver binary (Triton 2.51, Python backend, CPU) for the serving tests and serve-demo.
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv test lint test-unit test-integration demo demo-bpnet serve-demo bench images docker-up docker-down clean
+.PHONY: venv test lint test-unit test-integration demo demo-bpnet serve-demo bench images docker-up docker-down slurm-up slurm-down clean
 
 venv: $(STAMP)
 
@@ -68,6 +68,13 @@ docker-up:
 
 docker-down:
 	POSE_DOCKER_DIR=$(POSE_DOCKER_DIR) bash scripts/dockerd.sh stop
+
+# A private 2-node Slurm cluster on this machine (slurm-wlm + munge from apt) for --runner slurm.
+slurm-up:
+	bash scripts/slurm.sh start
+
+slurm-down:
+	bash scripts/slurm.sh stop
 
 # pose-pytorch on a debootstrapped Debian base with the CPU torch wheel (what CI builds). With
 # NVIDIA's images at hand, run `pose images build pytorch|tensorrt` instead.

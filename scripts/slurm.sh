@@ -14,6 +14,9 @@
 set -euo pipefail
 
 dir=${POSE_SLURM_DIR:-/tmp/pose-slurm}
+# slurmctld listens on this port, the nodes on the next two: a second cluster (CI beside a
+# developer's) needs another base.
+port=${POSE_SLURM_PORT:-17000}
 conf=$dir/slurm.conf
 munge_socket=$dir/munge/munge.socket
 host=$(hostname)
@@ -34,7 +37,7 @@ write_config() {
 # Written by scripts/slurm.sh: a private 2-node cluster on one host.
 ClusterName=pose
 SlurmctldHost=$host(127.0.0.1)
-SlurmctldPort=17000
+SlurmctldPort=$port
 SlurmUser=root
 AuthType=auth/munge
 AuthInfo=socket=$munge_socket
@@ -64,7 +67,7 @@ MinJobAge=600
 # scancel: SIGTERM, then SIGKILL after this many seconds.
 KillWait=15
 SchedulerParameters=defer_batch=0
-NodeName=n[1-2] NodeHostname=$host NodeAddr=127.0.0.1 Port=17001-17002 CPUs=$cpus RealMemory=2000 State=UNKNOWN
+NodeName=n[1-2] NodeHostname=$host NodeAddr=127.0.0.1 Port=$((port + 1))-$((port + 2)) CPUs=$cpus RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes=n[1-2] Default=YES MaxTime=INFINITE State=UP
 EOF
 }

@@ -35,7 +35,7 @@ _SHELL_WORDS = {_NODE_RANK: '"$SLURM_NODEID"', _RDZV: '"$POSE_RDZV_ENDPOINT"', _
                 # Slurm sets CUDA_VISIBLE_DEVICES to the node's allocated GPUs.
                 _GPU_DEVICES: '"\\"device=$CUDA_VISIBLE_DEVICES\\""'}
 
-# The rendezvous port on the first node: fixed per job, so both nodes agree without talking.
+# The rendezvous port on the first node is drawn from here on (RDZV_PORT_BASE + 0..19999).
 RDZV_PORT_BASE = 20000
 
 
@@ -103,8 +103,8 @@ def batch_script(job: SlurmJob) -> str:
 # pose {job.call.task}: written by pose, submitted with `sbatch --parsable` (launcher/runners/slurm_scripts.py).
 set -uo pipefail
 launch={shlex.quote(str(job.launch_dir))}
-# The first node hosts torchrun's rendezvous; the port follows from the job id.
-export POSE_RDZV_ENDPOINT="$(hostname):$(( {RDZV_PORT_BASE} + SLURM_JOB_ID % 10000 ))"
+# The first node hosts torchrun's rendezvous; srun hands this one value to every node.
+export POSE_RDZV_ENDPOINT="$(hostname):$(( {RDZV_PORT_BASE} + RANDOM % 20000 ))"
 rm -rf "$launch/exit" && mkdir -p "$launch/exit" && chmod 777 "$launch/exit"
 echo "pose: job $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on $SLURM_JOB_NODELIST"
 
