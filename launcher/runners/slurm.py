@@ -29,6 +29,7 @@ from launcher.runners.slurm_scripts import SlurmJob, batch_script, node_script, 
 from pose_workloads.errors import BadInput
 
 POLL_S = 0.5
+LOG_POLL_S = 0.05
 # Job states after which nothing more happens (squeue(1) "JOB STATE CODES").
 FINAL_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
                 "PREEMPTED", "TIMEOUT", "SPECIAL_EXIT"}
@@ -173,7 +174,8 @@ class LogFollower:
 
 
 def follow(job_id: str, log_file: Path, rewrite=lambda line: line) -> int:
-    """Print the job's log until it ends; its exit code."""
+    """Print the job's log until it ends; its exit code. The file is read every LOG_POLL_S (lines
+    show up at once), the controller asked every POLL_S (it serves the whole cluster)."""
     follower = LogFollower(log_file, rewrite)
     while True:
         state = job_state(job_id)
@@ -185,7 +187,9 @@ def follow(job_id: str, log_file: Path, rewrite=lambda line: line) -> int:
                       file=sys.stderr)
                 return 1
             return state.exit_code
-        time.sleep(POLL_S)
+        for _ in range(int(POLL_S / LOG_POLL_S)):
+            time.sleep(LOG_POLL_S)
+            follower.poll()
 
 
 def run(job: SlurmJob, detach: bool = False, notices: tuple[str, ...] | list[str] = ()) -> int:

@@ -196,3 +196,35 @@ def test_two_node_training_matches_two_local_ranks_and_survives_preemption(clust
     assert running.returncode == 0, output
     assert "requeueing job" in output and "restart 1" in output and "resuming from" in output, output
     assert _max_diff(cluster.root / "preempted" / "model_final.pth", cluster.root / "local" / "model_final.pth") <= 1e-6
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_two_node_training_in_docker_matches_two_local_ranks(slurm, docker_client, tmp_path, synth):
+    """runtime docker: each node runs `docker run` with the Docker runner's own options (the
+    private engine of $DOCKER_HOST and the pose-pytorch image); the dataset read-only, results
+    written through a mount, host paths on the command line as always."""
+    data = tmp_path / "data"
+    shutil.copytree(synth, data / "synth")
+    for path in [data, *data.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    results = tmp_path / "results"
+    results.mkdir(mode=0o777)
+    in_docker = Cluster(tmp_path, data / "synth", runtime="docker")
+    settings = json.loads(in_docker.mounts.read_text())
+    in_docker.mounts.write_text(json.dumps({**settings, "Mounts": [
+        {"source": str(data), "destination": "/workspace/data", "read_only": True},
+        {"source": str(tmp_path), "destination": "/workspace/run"},
+    ]}))
+    spec = in_docker.spec(epochs=2)
+    local = in_docker.pose("simple-pose", "train", "-e", str(spec), "-r", str(results / "local"), "--runner", "local",
+                           "--gpus", "2")
+    assert local.returncode == 0, local.stdout + local.stderr
+    run = in_docker.pose("simple-pose", "train", "-e", str(spec), "-r", str(results / "docker"), *SLURM,
+                         "--container_runtime", "docker")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert str(results / "docker") in run.stdout  # container paths shown as host paths
+    assert _max_diff(results / "docker" / "model_final.pth", results / "local" / "model_final.pth") <= 1e-6
+    # The containers are gone once the job is (docker run --rm, and node.sh removes them by name).
+    assert not [c for c in docker_client.containers.list(all=True) if c.name.startswith("pose-")
+                and str(tmp_path) in json.dumps(c.attrs.get("Mounts", []))]
