@@ -16,7 +16,9 @@
 #               Python in the build and in the image. Default: an empty directory.
 #   PIP_ARGS    extra `pip install` flags, e.g. "--no-index" to build offline from WHEELHOUSE.
 #
-# The workload starts as `python -m pose_workloads <args>` in /workspace; no ENTRYPOINT.
+# The workload starts as `python -m pose_workloads <args>` in /workspace: NGC's entrypoint (a
+# banner script that wraps every command) is reset, so the command is the process and its exit
+# code and signals are the task's.
 
 ARG BASE_IMAGE=nvcr.io/nvidia/pytorch:25.01-py3
 
@@ -84,3 +86,4 @@ RUN python -m pip install --no-deps --no-build-isolation /opt/pose-src \
 # Tasks run as the invoking user (not root) with HOME set by the launcher; any user may write here.
 RUN mkdir -p /workspace && chmod 1777 /workspace
 WORKDIR /workspace
+ENTRYPOINT []

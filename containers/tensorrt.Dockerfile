@@ -10,8 +10,11 @@
 # Build args (directories are paths inside the build context):
 #   BASE_IMAGE  an image with python3 >= 3.10 and pip. NVIDIA's TensorRT image by default: its
 #               TensorRT python bindings are kept.
-#   TENSORRT_PACKAGE  pip package installed when the base image cannot `import tensorrt`
-#               (default "tensorrt"); empty to build without TensorRT (CPU test builds).
+#   TENSORRT_PACKAGE  pip requirement installed when the base image cannot `import tensorrt`
+#               (default "tensorrt>=10,<12": the majors pose is written and tested for, see
+#               pose_workloads/export/tensorrt.py SUPPORTED_MAJORS); empty to build without
+#               TensorRT (CI's CPU build on the local Debian base: engine work is then refused in one
+#               line). A base image's own TensorRT outside that range is refused when used.
 #   WHEELHOUSE  wheels to prefer over PyPI; a torch-*.whl here is installed when the base image
 #               has no torch. Engine inference keeps its device buffers in torch CUDA tensors
 #               (pose_workloads/runtime.py), so this image has torch too: without a wheel, PyPI's
@@ -20,7 +23,9 @@
 #               Python in the build and in the image. Default: an empty directory.
 #   PIP_ARGS    extra `pip install` flags, e.g. "--no-index" to build offline from WHEELHOUSE.
 #
-# The workload starts as `python -m pose_workloads <args>` in /workspace; no ENTRYPOINT.
+# The workload starts as `python -m pose_workloads <args>` in /workspace: NGC's entrypoint (a
+# banner script that wraps every command) is reset, so the command is the process and its exit
+# code and signals are the task's.
 
 ARG BASE_IMAGE=nvcr.io/nvidia/tensorrt:25.01-py3
 
@@ -53,7 +58,7 @@ ENV VIRTUAL_ENV=/opt/pose-venv \
 # Dependencies only: this stage holds the wheelhouse, which the final image never copies.
 FROM base AS deps
 ARG PIP_ARGS=
-ARG TENSORRT_PACKAGE=tensorrt
+ARG TENSORRT_PACKAGE="tensorrt>=10,<12"
 COPY --from=wheelhouse / /tmp/wheelhouse/
 # Pin the torch we keep (the base image's, or the wheelhouse's) so that no requirement can
 # pull another one from PyPI; pip still installs that torch's own missing dependencies.
@@ -92,3 +97,4 @@ RUN python -m pip install --no-deps --no-build-isolation /opt/pose-src \
 # Tasks run as the invoking user (not root) with HOME set by the launcher; any user may write here.
 RUN mkdir -p /workspace && chmod 1777 /workspace
 WORKDIR /workspace
+ENTRYPOINT []

@@ -160,11 +160,14 @@ def images_build(
     ca_certs: Annotated[Path | None, typer.Option(
         "--ca-certs", "--ca_certs", help="folder of extra CA certificates (*.crt).")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="image tag (default pose-<kind>:<version>).")] = None,
+    build_arg: Annotated[list[str] | None, typer.Option(
+        "--build-arg", "--build_arg", metavar="KEY=VALUE",
+        help="a Dockerfile build arg, repeatable (e.g. TENSORRT_PACKAGE= builds tensorrt without TensorRT).")] = None,
 ) -> None:
     """Build pose-pytorch or pose-tensorrt from containers/<kind>.Dockerfile, streaming its output."""
     from launcher.images import build_image
 
-    _fail_cleanly(lambda: build_image(kind.value, base_image, wheelhouse, ca_certs, tag))
+    _fail_cleanly(lambda: build_image(kind.value, base_image, wheelhouse, ca_certs, tag, build_arg))
 
 
 @images_app.command("list")

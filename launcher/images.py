@@ -62,21 +62,28 @@ def _stage(source: Path, target: Path) -> None:
     shutil.copytree(source, target, copy_function=link_or_copy, symlinks=False)
 
 
-def build_args(base_image: str | None, staged: dict[str, str]) -> dict[str, str]:
-    """Docker build args: BASE_IMAGE when given, WHEELHOUSE / CA_CERTS for staged folders."""
+def build_args(base_image: str | None, staged: dict[str, str], extra: list[str] | None = None) -> dict[str, str]:
+    """Docker build args: BASE_IMAGE when given, WHEELHOUSE / CA_CERTS for staged folders, then
+    `--build-arg KEY=VALUE` ones (e.g. TENSORRT_PACKAGE= for a build without TensorRT)."""
     args = dict(staged)
     if base_image:
         args["BASE_IMAGE"] = base_image
+    for item in extra or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise BadInput(f"--build-arg {item}: expected KEY=VALUE (VALUE may be empty), e.g. TENSORRT_PACKAGE=")
+        args[key] = value
     return args
 
 
 def build_image(kind: str, base_image: str | None = None, wheelhouse: Path | None = None,
-                ca_certs: Path | None = None, tag: str | None = None) -> int:
+                ca_certs: Path | None = None, tag: str | None = None, extra_args: list[str] | None = None) -> int:
     """`docker build -f containers/<kind>.Dockerfile .` through the SDK, streaming its output.
     Returns 0 on success, 1 when a build step fails."""
     from launcher.runners.docker import connect
 
     path = dockerfile(kind)
+    build_args(None, {}, extra_args)  # a malformed --build-arg fails before the engine is asked
     _check_dir("--wheelhouse", wheelhouse)
     _check_dir("--ca-certs", ca_certs)
     tag = tag or image_tag(kind)
@@ -93,7 +100,7 @@ def build_image(kind: str, base_image: str | None = None, wheelhouse: Path | Non
         print(f"pose: building {tag} from {path.relative_to(root)}", file=sys.stderr, flush=True)
         stream = client.api.build(
             path=str(root), dockerfile=path.relative_to(root).as_posix(), tag=tag,
-            buildargs=build_args(base_image, staged), rm=True, forcerm=True, decode=True,
+            buildargs=build_args(base_image, staged, extra_args), rm=True, forcerm=True, decode=True,
             labels={"pose.version": pose_workloads.__version__},
         )
         for message in stream:

@@ -45,6 +45,9 @@ if [[ -z $ca_certs ]] && ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>
 fi
 
 args=("$kind" --base-image "$base")
+# No TensorRT on the local Debian base (its wheels are gigabytes of CUDA libraries, and nothing
+# here could run them): the tensorrt image builds without it and refuses engine work in one line.
+[[ $kind == tensorrt ]] && args+=(--build-arg "TENSORRT_PACKAGE=${POSE_TENSORRT_PACKAGE:-}")
 [[ -n $wheelhouse ]] && args+=(--wheelhouse "$wheelhouse")
 [[ -n $ca_certs ]] && args+=(--ca-certs "$ca_certs")
 echo "pose images build ${args[*]}"

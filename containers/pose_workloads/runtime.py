@@ -60,6 +60,11 @@ def _tensorrt_predictor(path: Path, device: str | None) -> Predictor:
                        "use the .onnx file here instead") from None
     if not torch.cuda.is_available():
         raise BadInput(f"{path}: TensorRT engines need an NVIDIA GPU and none is visible; use the .onnx file instead")
+    from pose_workloads.export.tensorrt import tensorrt_unavailable
+
+    reason = tensorrt_unavailable()  # an untested TensorRT major, here
+    if reason:
+        raise BadInput(f"{path}: {reason}")
     info = ModelInfo.from_dict(json.loads(sidecar.read_text()))
     logger = trt.Logger(trt.Logger.WARNING)
     engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
@@ -74,6 +79,9 @@ def _tensorrt_predictor(path: Path, device: str | None) -> Predictor:
     min_shape, _, max_shape = (tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(inputs[0], 0))
     fixed = (min_shape[2], min_shape[3]) if min_shape[2:] == max_shape[2:] else None
     torch_dtypes = {trt.float32: torch.float32, trt.float16: torch.float16}
+    # The engine runs on a stream of its own, not torch's default one, so that it neither waits
+    # for nor serialises with other torch work on the device (a training job's, another predictor's).
+    stream = torch.cuda.Stream()
 
     def run_batch(x) -> list:
         if not context.set_input_shape(inputs[0], tuple(x.shape)):
@@ -83,17 +91,18 @@ def _tensorrt_predictor(path: Path, device: str | None) -> Predictor:
                 "`pose ... export --engine_file` for these sizes (bpnet: --inference_spec of this run) or use the .onnx file"
             )
         context.set_tensor_address(inputs[0], x.data_ptr())
+        # The input copy was queued on torch's current stream: the engine's stream waits for it.
+        stream.wait_stream(torch.cuda.current_stream())
         results = []
-        for name in outputs:
-            dtype = torch_dtypes[engine.get_tensor_dtype(name)]
-            out = torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device="cuda")
-            context.set_tensor_address(name, out.data_ptr())
-            results.append(out)
-        # torch's current stream: the input copy above was queued on it, so the engine runs after it.
-        stream = torch.cuda.current_stream()
-        context.execute_async_v3(stream.cuda_stream)
-        stream.synchronize()
-        return [r.float().cpu().numpy() for r in results]
+        with torch.cuda.stream(stream):  # outputs allocated for (and freed after) this stream
+            for name in outputs:
+                dtype = torch_dtypes[engine.get_tensor_dtype(name)]
+                out = torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device="cuda")
+                context.set_tensor_address(name, out.data_ptr())
+                results.append(out)
+            context.execute_async_v3(stream.cuda_stream)
+            stream.synchronize()
+            return [r.float().cpu().numpy() for r in results]
 
     def run(images: np.ndarray) -> list[np.ndarray]:
         # torch owns the device buffers: it is in the image anyway and keeps this code short.

@@ -67,3 +67,23 @@ def test_failed_build_step_exits_1_with_the_engine_error(engine, capsys):
 def test_unknown_image_kind_lists_the_valid_ones():
     with pytest.raises(BadInput, match="valid: pytorch, tensorrt"):
         images.dockerfile("jax")
+
+
+def test_build_args_pass_through_and_may_be_empty(engine):
+    fake = engine([{"stream": "ok\n"}])
+    assert images.build_image("tensorrt", extra_args=["TENSORRT_PACKAGE=", "PIP_ARGS=--no-index"]) == 0
+    assert fake.calls[0]["buildargs"] == {"TENSORRT_PACKAGE": "", "PIP_ARGS": "--no-index"}
+
+
+def test_a_build_arg_without_a_value_is_refused_before_the_engine_is_asked(engine):
+    fake = engine([{"stream": "ok\n"}])
+    with pytest.raises(BadInput, match="KEY=VALUE"):
+        images.build_image("tensorrt", extra_args=["TENSORRT_PACKAGE"])
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("kind", images.KINDS)
+def test_both_dockerfiles_reset_ngcs_entrypoint(kind):
+    lines = images.dockerfile(kind).read_text().splitlines()
+    final_stage = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")):]
+    assert "ENTRYPOINT []" in final_stage

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -129,17 +130,79 @@ def calibration_batches(files: list[Path], info: ModelInfo, shape: tuple[int, in
             batch, done = [], done + 1
 
 
+# The TensorRT majors this code is written and tested for; the tensorrt image pins the same range
+# (containers/tensorrt.Dockerfile TENSORRT_PACKAGE). 10 still has the weak-typing builder flags
+# (BuilderFlag.FP16/INT8 + an INT8 calibrator); 11 removed them: networks are strongly typed and
+# lower precision comes in the ONNX file itself (ModelOpt AutoCast for fp16, Q/DQ nodes from
+# ModelOpt's calibrated quantizer for int8).
+SUPPORTED_MAJORS = (10, 11)
+
+
 def tensorrt_unavailable() -> str | None:
     """Why a TensorRT engine cannot be built here, or None when it can."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt as trt
     except ImportError:
         return "tensorrt is not installed here"
+    major = _major(trt.__version__)
+    if major not in SUPPORTED_MAJORS:
+        return (f"TensorRT {trt.__version__} is not a version pose is tested with; use TensorRT "
+                f"{' or '.join(f'{m}.x' for m in SUPPORTED_MAJORS)} (the tensorrt image pins tensorrt>=10,<12)")
     import torch
 
     if not torch.cuda.is_available():
         return "no NVIDIA GPU is visible"
     return None
+
+
+def engine_refusal(engine_path: str | Path, onnx_path: str | Path) -> str | None:
+    """The one line that refuses `--engine_file` here, or None when an engine can be built."""
+    reason = tensorrt_unavailable()
+    if reason is None:
+        return None
+    return (f"--engine_file {engine_path}: building a TensorRT engine needs the TensorRT image on a machine with an "
+            f"NVIDIA GPU ({reason}); {onnx_path} is written and runs with onnxruntime, run this export again there "
+            "for the engine")
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return -1
+
+
+def implicit_precision(trt) -> bool:
+    """Whether this TensorRT still takes precision as builder flags (10) or only from the network's
+    own types (11: strongly typed)."""
+    return hasattr(trt.BuilderFlag, "FP16") and hasattr(trt.BuilderFlag, "INT8")
+
+
+def strongly_typed_flags(trt) -> int:
+    """create_network flags for a strongly typed network (10 asks for it; 11 always is one)."""
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 0 if flag is None else 1 << int(flag)
+
+
+def autocast_fp16(onnx_path: Path, out_path: Path) -> Path:
+    """The ONNX file with fp16 compute and fp32 inputs/outputs (ModelOpt AutoCast), for strongly
+    typed networks."""
+    import onnx
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    onnx.save(convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16", keep_io_types=True),
+              str(out_path))
+    return out_path
+
+
+def quantize_int8(onnx_path: Path, calibration: np.ndarray, out_path: Path) -> Path:
+    """The ONNX file with INT8 Q/DQ nodes placed and scaled by ModelOpt's entropy calibration on
+    `calibration` (N, 3, H, W) float32: TensorRT's explicit quantization."""
+    from modelopt.onnx.quantization import quantize
+
+    quantize(onnx_path=str(onnx_path), quantize_mode="int8", calibration_data=calibration,
+             calibration_method="entropy", output_path=str(out_path))
+    return out_path
 
 
 def _entropy_calibrator(trt, batches: Iterable[np.ndarray], batch_size: int, cache_file: Path | None):
@@ -184,7 +247,13 @@ class Calibration(NamedTuple):
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: EngineProfile, data_type: str = "fp32",
                  calibration: Calibration | None = None) -> Path:
-    """Build a TensorRT engine from an exported ONNX file (TensorRT 10 Python API; 8.6 works too).
+    """Build a TensorRT engine from an exported ONNX file, on TensorRT 10 or 11 (SUPPORTED_MAJORS).
+
+    TensorRT 10: fp16/int8 as builder flags, int8 calibrated by an IInt8EntropyCalibrator2 (the
+    cache file is TensorRT's calibration cache). TensorRT 11 (or a 10 without those flags): a
+    strongly typed network from an ONNX file that carries its precision: ModelOpt AutoCast for
+    fp16, ModelOpt's entropy-calibrated Q/DQ quantization for int8 (the cache file is then the
+    quantized ONNX file).
 
     Args:
         profile: the input shapes (engine_profile). INT8 calibrates at profile.opt.
@@ -195,62 +264,96 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: Engine
         BadInput: TensorRT cannot run here, or missing calibration data.
         ExportFailed: TensorRT cannot parse the ONNX file or build the engine.
     """
-    reason = tensorrt_unavailable()
-    if reason:
-        raise BadInput(f"--engine_file {engine_path}: building a TensorRT engine needs the TensorRT image on a machine "
-                       f"with an NVIDIA GPU ({reason}); {onnx_path} is written and runs with onnxruntime, "
-                       "run this export again there for the engine")
+    refusal = engine_refusal(engine_path, onnx_path)
+    if refusal:
+        raise BadInput(refusal)
     import tensorrt as trt
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     info = read_onnx_info(onnx_path)
+    implicit = implicit_precision(trt)
+    if data_type == "int8":
+        _check_calibration(calibration, profile, explicit=not implicit)
+    with tempfile.TemporaryDirectory(prefix="pose-engine-") as work:
+        network_onnx = onnx_path
+        if not implicit and data_type == "fp16":
+            network_onnx = autocast_fp16(onnx_path, Path(work) / "fp16.onnx")
+        elif not implicit and data_type == "int8":
+            network_onnx = _explicit_int8_onnx(onnx_path, info, profile, calibration, Path(work) / "int8.onnx")
+        serialized = _build(trt, network_onnx, profile, data_type if implicit else "fp32", calibration, info)
+    if serialized is None:
+        raise ExportFailed(f"{engine_path}: TensorRT could not build the engine; its log above says why")
+    write_atomic(engine_path, bytes(serialized))
+    sidecar = json.loads(info.to_json())
+    sidecar["engine"] = {"data_type": data_type, "tensorrt": trt.__version__, "profile": profile._asdict(),
+                         "precision": "builder flags" if implicit else "strongly typed"}
+    write_atomic(engine_sidecar(engine_path), json.dumps(sidecar, indent=2))
+    return engine_path
+
+
+def _check_calibration(calibration: Calibration | None, profile: EngineProfile, explicit: bool) -> None:
+    cached = calibration is not None and calibration.cache_file is not None and calibration.cache_file.is_file()
+    if calibration is None or (calibration.image_dir is None and not cached):
+        raise BadInput("--data_type int8: needs --cal_image_dir (or an existing --cal_cache_file) to calibrate")
+    if calibration.image_dir is not None:
+        files = calibration_images(calibration.image_dir)
+        if len(files) < profile.opt[0]:
+            raise BadInput(f"--cal_image_dir {calibration.image_dir}: {len(files)} images, fewer than one calibration "
+                           f"batch of {profile.opt[0]}; add images or lower --max_batch_size")
+
+
+def _calibration_array(info: ModelInfo, profile: EngineProfile, calibration: Calibration) -> np.ndarray:
+    files = calibration_images(calibration.image_dir)
+    return np.concatenate(list(calibration_batches(files, info, profile.opt, calibration.batches)))
+
+
+def _explicit_int8_onnx(onnx_path: Path, info: ModelInfo, profile: EngineProfile, calibration: Calibration,
+                        out_path: Path) -> Path:
+    """The Q/DQ ONNX file for a strongly typed int8 engine. --cal_cache_file keeps it: an existing
+    one is used as is (no image is read), else it is written after calibration."""
+    import shutil
+
+    cache = calibration.cache_file
+    if cache is not None and cache.is_file():
+        print(f"INT8: using the quantized ONNX file {cache} (--cal_cache_file)", flush=True)
+        return cache
+    quantize_int8(onnx_path, _calibration_array(info, profile, calibration), out_path)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out_path, cache)
+    return out_path
+
+
+def _build(trt, onnx_path: Path, profile: EngineProfile, data_type: str, calibration: Calibration | None,
+           info: ModelInfo):
+    """Parse and build; `data_type` is "fp32" for strongly typed networks (the file carries the
+    types) and the builder flag to set on TensorRT 10's weakly typed ones."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    # TensorRT 10 networks are always explicit-batch (the flag is deprecated and ignored); 8.x needs it.
-    major = int(trt.__version__.split(".")[0])
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
+    network = builder.create_network(0 if data_type != "fp32" else strongly_typed_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportFailed(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it: {errors}")
-
     config = builder.create_builder_config()
     trt_profile = builder.create_optimization_profile()
     trt_profile.set_shape(network.get_input(0).name, profile.min, profile.opt, profile.max)
     config.add_optimization_profile(trt_profile)
     if data_type in ("fp16", "int8"):
-        if not builder.platform_has_fast_fp16:
-            print(f"note: this GPU has no fast FP16; the {data_type} engine may be no faster than fp32", file=sys.stderr)
-        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.FP16)  # int8: fp16 for the layers without INT8 kernels
     if data_type == "int8":
-        cached = calibration is not None and calibration.cache_file is not None and calibration.cache_file.is_file()
-        if calibration is None or (calibration.image_dir is None and not cached):
-            raise BadInput("--data_type int8: needs --cal_image_dir (or an existing --cal_cache_file) to calibrate")
         from pose_workloads.progress import track
 
         files = calibration_images(calibration.image_dir) if calibration.image_dir else []
         usable = min(calibration.batches, len(files) // profile.opt[0])
-        if files and usable == 0:
-            raise BadInput(f"--cal_image_dir {calibration.image_dir}: {len(files)} images, fewer than one calibration "
-                           f"batch of {profile.opt[0]}; add images or lower --max_batch_size")
         batches = track(calibration_batches(files, info, profile.opt, calibration.batches), usable, "INT8 calibration")
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = _entropy_calibrator(trt, batches, profile.opt[0], calibration.cache_file)
         # Dynamic shapes: calibration runs at this profile's opt shape, the shape of the batches.
         config.set_calibration_profile(trt_profile)
-
     print(f"building a {data_type} TensorRT {trt.__version__} engine for inputs {shape_text(profile.min)} to "
           f"{shape_text(profile.max)} (optimised for {shape_text(profile.opt)}); this takes minutes", flush=True)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise ExportFailed(f"{engine_path}: TensorRT could not build the engine; its log above says why")
-    write_atomic(engine_path, bytes(serialized))
-    sidecar = json.loads(info.to_json())
-    sidecar["engine"] = {"data_type": data_type, "tensorrt": trt.__version__, "profile": profile._asdict()}
-    write_atomic(engine_sidecar(engine_path), json.dumps(sidecar, indent=2))
-    return engine_path
-
+    return builder.build_serialized_network(network, config)
 
 
 def shape_text(shape) -> str:
