@@ -35,7 +35,8 @@ def synthetic_set(num_images: int, rng: np.random.Generator) -> tuple[dict, list
             h = rng.uniform(20, 400)
             w = h * rng.uniform(0.3, 0.8)
             x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
-            kps = np.c_[rng.uniform(x, x + w, 17), rng.uniform(y, y + h, 17), rng.choice([0, 1, 2], 17, p=[0.2, 0.2, 0.6])]
+            kps = np.c_[rng.uniform(x, x + w, 17), rng.uniform(y, y + h, 17),
+                        rng.choice([0, 1, 2], 17, p=[0.2, 0.2, 0.6])]
             kps[kps[:, 2] == 0, :2] = 0
             area = w * h * 0.6
             annotations.append({
@@ -49,10 +50,12 @@ def synthetic_set(num_images: int, rng: np.random.Generator) -> tuple[dict, list
             pred[:, :2] = np.where(kps[:, 2:3] > 0, kps[:, :2], [x + w / 2, y + h / 2])
             pred[:, :2] += rng.normal(0, rng.uniform(0.005, 0.05) * np.sqrt(area), (17, 2))
             pred[:, 2] = rng.random(17)
-            results.append({"image_id": image_id, "category_id": 1, "keypoints": pred.round(2).ravel().tolist(), "score": float(rng.random())})
+            results.append({"image_id": image_id, "category_id": 1, "keypoints": pred.round(2).ravel().tolist(),
+                            "score": float(rng.random())})
         if rng.random() < 0.3:
             pred = np.c_[rng.uniform(0, width, 17), rng.uniform(0, height, 17), rng.random(17)]
-            results.append({"image_id": image_id, "category_id": 1, "keypoints": pred.round(2).ravel().tolist(), "score": float(rng.random())})
+            results.append({"image_id": image_id, "category_id": 1, "keypoints": pred.round(2).ravel().tolist(),
+                            "score": float(rng.random())})
     ground_truth = {
         "images": images,
         "annotations": annotations,

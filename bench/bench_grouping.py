@@ -179,9 +179,11 @@ def main() -> None:
     limbs = pose_config.paf_limbs
     sources = joint_sources(COCO17.keypoints, pose_config.keypoints)
     target = (INPUT_HW[0] // STRIDE, INPUT_HW[1] // STRIDE)
-    print(f"grouping on {target[0]}x{target[1]} maps of a {INPUT_HW[0]}x{INPUT_HW[1]} input, {pose_config.num_joints} joints, "
-          f"{len(limbs)} limbs, one thread; baseline: OpenPose decode (x8 bicubic upsample, per-channel NMS, per-limb NumPy scoring)")
-    print(f"  {'people':>6} {'baseline ms':>11} {'fast ms':>8} {'speedup':>8}   {'people found':>14} {'joints found':>15} {'err px':>11}")
+    print(f"grouping on {target[0]}x{target[1]} maps of a {INPUT_HW[0]}x{INPUT_HW[1]} input, "
+          f"{pose_config.num_joints} joints, {len(limbs)} limbs, one thread; baseline: OpenPose decode "
+          "(x8 bicubic upsample, per-channel NMS, per-limb NumPy scoring)")
+    print(f"  {'people':>6} {'baseline ms':>11} {'fast ms':>8} {'speedup':>8}   {'people found':>14} "
+          f"{'joints found':>15} {'err px':>11}")
     rng = np.random.default_rng(0)
     gate = None
     for num_people in args.people:
@@ -205,15 +207,20 @@ def main() -> None:
             total_people += num_people
             total_joints += int((truth[:, :, 2] > 0).sum())
             fast_s += best_time(fast, 3 * args.repeat)  # cheap: more runs, the least disturbed kept
-            slow_s += best_time(lambda heatmaps=heatmaps, pafs=pafs: openpose_decode(heatmaps, pafs, limbs), args.repeat)
+            slow_s += best_time(lambda heatmaps=heatmaps, pafs=pafs: openpose_decode(heatmaps, pafs, limbs),
+                                args.repeat)
         n = args.scenes
         speedup = slow_s / fast_s
         print(f"  {num_people:>6} {slow_s / n * 1e3:>11.1f} {fast_s / n * 1e3:>8.2f} {speedup:>7.1f}x   "
-              f"{int(slow_q[0]):>5} -> {int(fast_q[0]):<5}/{total_people:<3} {int(slow_q[1]):>5} -> {int(fast_q[1]):<5}/{total_joints:<4}"
+              f"{int(slow_q[0]):>5} -> {int(fast_q[0]):<5}/{total_people:<3} "
+              f"{int(slow_q[1]):>5} -> {int(fast_q[1]):<5}/{total_joints:<4}"
               f" {slow_q[2] / max(slow_q[1], 1):.2f} -> {fast_q[2] / max(fast_q[1], 1):.2f}")
-        assert fast_q[0] >= slow_q[0], f"{num_people} people: the fast path finds fewer people ({fast_q[0]:.0f} < {slow_q[0]:.0f})"
-        assert fast_q[1] >= slow_q[1], f"{num_people} people: the fast path finds fewer joints ({fast_q[1]:.0f} < {slow_q[1]:.0f})"
-        assert fast_q[2] / max(fast_q[1], 1) <= slow_q[2] / max(slow_q[1], 1) + 1e-9, f"{num_people} people: larger joint error"
+        assert fast_q[0] >= slow_q[0], (
+            f"{num_people} people: the fast path finds fewer people ({fast_q[0]:.0f} < {slow_q[0]:.0f})")
+        assert fast_q[1] >= slow_q[1], (
+            f"{num_people} people: the fast path finds fewer joints ({fast_q[1]:.0f} < {slow_q[1]:.0f})")
+        assert fast_q[2] / max(fast_q[1], 1) <= slow_q[2] / max(slow_q[1], 1) + 1e-9, (
+            f"{num_people} people: larger joint error")
         if num_people == args.gate_people:
             gate = (speedup, fast_s / n * 1e3)
     if gate is not None:

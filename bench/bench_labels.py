@@ -82,7 +82,8 @@ def windowed_labels(people, limbs, target_shape, stride, sigma_px, band, mask=No
     heatmaps[heatmaps < HEATMAP_FLOOR] = 0
     heatmaps[num_joints] = np.clip(1 - heatmaps[:num_joints].max(axis=0), 0, 1)
     pafs = sums / np.maximum(np.repeat(counts, 2, axis=0), 1)
-    return BpnetLabels(heatmaps.astype(np.float32), pafs.astype(np.float32), downsample_mask(mask, target_shape, stride))
+    return BpnetLabels(heatmaps.astype(np.float32), pafs.astype(np.float32),
+                       downsample_mask(mask, target_shape, stride))
 
 
 def crowd(rng: np.random.Generator, num_people: int, num_joints: int, size_px: int) -> np.ndarray:
@@ -127,7 +128,8 @@ def main() -> None:
             gate = slow_s / fast_s
     print("  bpnet_labels equals the per-pixel reference loops bit for bit at every size")
     if gate is not None:
-        assert gate >= args.min_speedup, f"speedup {gate:.1f}x at {args.gate_people} people is below {args.min_speedup}x"
+        assert gate >= args.min_speedup, (
+            f"speedup {gate:.1f}x at {args.gate_people} people is below {args.min_speedup}x")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,8 @@ def main() -> int:
         bare_s = median(lambda: time_to_exit([sys.executable, "-c", "pass"], env), args.repeat)
         rows.append(("pose --help", help_s, "python -c pass", bare_s))
 
-        local_s = median(lambda: time_to_first_line([*POSE, "selftest", "--runner", "local"], env), args.dispatch_repeat)
+        local_s = median(lambda: time_to_first_line([*POSE, "selftest", "--runner", "local"], env),
+                         args.dispatch_repeat)
         direct_s = median(lambda: time_to_first_line([sys.executable, "-m", "pose_workloads", "selftest"], env),
                           args.dispatch_repeat)
         rows.append(("pose selftest --runner local", local_s, "python -m pose_workloads selftest", direct_s))

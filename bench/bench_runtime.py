@@ -119,8 +119,9 @@ def main() -> None:
                     return session.run(None, {INPUT_NAME: images})
 
                 eager_s, ort_s, runs = alternate_medians(eager, onnxruntime, args.repeat, args.seconds_per_input)
-                print(f"  {case.name:<26} {case.input_hw[0]:>4}x{case.input_hw[1]:<4} {batch:>5} {eager_s * 1e3:>10.1f} "
-                      f"{ort_s * 1e3:>10.1f} {ort_s / eager_s:>9.2f} {runs:>4} {diff:>10.1e}", flush=True)
+                print(f"  {case.name:<26} {case.input_hw[0]:>4}x{case.input_hw[1]:<4} {batch:>5} "
+                      f"{eager_s * 1e3:>10.1f} {ort_s * 1e3:>10.1f} {ort_s / eager_s:>9.2f} {runs:>4} {diff:>10.1e}",
+                      flush=True)
     print(f"  total {time.perf_counter() - started:.0f} s (exports included)")
 
 

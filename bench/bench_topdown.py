@@ -56,11 +56,13 @@ def reference_sample(dataset: TopDownDataset, index: int, rng: np.random.Generat
         if joints_vis[i] > 0:
             joints[i] = trans[0, 0] * joints[i, 0] + trans[0, 1] * joints[i, 1] + trans[0, 2], \
                 trans[1, 0] * joints[i, 0] + trans[1, 1] * joints[i, 1] + trans[1, 2]
-    target, weight = reference_gaussian_heatmaps(joints / dataset.stride, joints_vis, dataset.heatmap_size, dataset.sigma)
+    target, weight = reference_gaussian_heatmaps(joints / dataset.stride, joints_vis, dataset.heatmap_size,
+                                                 dataset.sigma)
     image = crop.astype(np.float32).transpose(2, 0, 1) / 255.0
     for c in range(3):
         image[c] = (image[c] - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
-    return {"image": torch.from_numpy(image), "target": torch.from_numpy(target), "target_weight": torch.from_numpy(weight[:, None])}
+    return {"image": torch.from_numpy(image), "target": torch.from_numpy(target),
+            "target_weight": torch.from_numpy(weight[:, None])}
 
 
 def per_second(fn, count: int, repeat: int) -> float:
@@ -82,7 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=144, help="training samples per timed pass")
     parser.add_argument("--repeat", type=int, default=3, help="timed passes; the best is reported")
-    parser.add_argument("--min-train-speedup", type=float, default=1.0, help="fail below this (shuffled training samples)")
+    parser.add_argument("--min-train-speedup", type=float, default=1.0,
+                        help="fail below this (shuffled training samples)")
     parser.add_argument("--min-eval-speedup", type=float, default=1.5, help="fail below this (evaluation order)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -164,8 +167,10 @@ def main() -> None:
     joints = rng.uniform(-5, 52, (200, 17, 2))
     visible = rng.integers(0, 3, (200, 17))
     rows.append(("targets only (17 joints, 64x48)",
-                 per_second(lambda: [gaussian_heatmaps(j, v, (64, 48), 2.0) for j, v in zip(joints, visible)], 200, micro_repeat),
-                 per_second(lambda: [reference_gaussian_heatmaps(j, v, (64, 48), 2.0) for j, v in zip(joints, visible)], 200, micro_repeat),
+                 per_second(lambda: [gaussian_heatmaps(j, v, (64, 48), 2.0) for j, v in zip(joints, visible)], 200,
+                            micro_repeat),
+                 per_second(lambda: [reference_gaussian_heatmaps(j, v, (64, 48), 2.0) for j, v in zip(joints, visible)],
+                            200, micro_repeat),
                  "people/s"))
 
     maps = np.stack([gaussian_heatmaps(j, v, (64, 48), 2.0)[0] for j, v in zip(joints[:32], visible[:32])])
@@ -179,7 +184,8 @@ def main() -> None:
                  per_second(lambda: decode_heatmaps(maps, "dark"), 32, micro_repeat),
                  per_second(lambda: reference_decode_dark(maps), 32, micro_repeat), "people/s"))
 
-    print(f"coco-mini, {len(items)} training samples at 256x192 ({flipped} mirrored), 1 thread, CPU time, best of {args.repeat}")
+    print(f"coco-mini, {len(items)} training samples at 256x192 ({flipped} mirrored), 1 thread, CPU time, "
+          f"best of {args.repeat}")
     print("baseline: Simple Baselines' JointsDataset path (full-size decode, mirrored copy, warpAffine, per-joint targets)")
     print(f"targets identical on every sample; crops within {worst_pixel / level:.2f} grey levels, PSNR >= {worst_psnr:.1f} dB")
     print(f"{'stage':<52} {'ours':>10} {'baseline':>10} {'unit':>10} {'speedup':>8}")

@@ -206,7 +206,8 @@ def jobs_logs(
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job: Annotated[str, typer.Argument(help="a container name, Slurm job id or Kubernetes Job name.")]) -> None:
+def jobs_cancel(job: Annotated[str,
+                               typer.Argument(help="a container name, Slurm job id or Kubernetes Job name.")]) -> None:
     """Stop the job and wait until it is gone."""
     from launcher.jobs import cancel
 

@@ -95,7 +95,8 @@ def find(job: str) -> str:
             return "slurm"
     else:
         client = _docker_client()
-        if client is not None and client.containers.list(all=True, filters={"name": f"^{job}$", "label": "pose.detached=1"}):
+        if client is not None and client.containers.list(all=True,
+                                                         filters={"name": f"^{job}$", "label": "pose.detached=1"}):
             return "docker"
         k8s = _kubernetes()
         if k8s is not None:

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         folder = owned_folder(args)
-        with lock_results_dir(folder[0], args.group, getattr(args, "action", ""), folder[1]) if folder else nullcontext():
+        lock = lock_results_dir(folder[0], args.group, getattr(args, "action", ""), folder[1]) if folder else None
+        with lock or nullcontext():
             action = getattr(importlib.import_module(module_name), func_name)
             return int(action(args) or 0)
     except (BadInput, TaskFailed) as err:

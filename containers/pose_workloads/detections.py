@@ -63,7 +63,8 @@ def read_detections(path: str | Path, score_threshold: float = 0.0, category_id:
             score = float(entry.get("score", 1.0))
             category = entry.get("category_id", category_id)
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise BadInput(f"{path}: [{i}]: needs file_name or image_id, and bbox [x, y, w, h]; fix that entry") from None
+            raise BadInput(
+                f"{path}: [{i}]: needs file_name or image_id, and bbox [x, y, w, h]; fix that entry") from None
         if category == category_id and score >= score_threshold:
             found.append(Detection(image_id, file_name, box, score))
     return found

@@ -195,7 +195,8 @@ def coco_keypoint_metrics(
         )
     # Only the fields COCO reads, in fresh dicts: loadRes writes area/bbox/id into what it is given.
     results = [
-        {"image_id": r["image_id"], "category_id": r["category_id"], "keypoints": list(r["keypoints"]), "score": r["score"]}
+        {"image_id": r["image_id"], "category_id": r["category_id"], "keypoints": list(r["keypoints"]),
+         "score": r["score"]}
         for r in results
     ]
     if backend == "faster":
@@ -276,10 +277,12 @@ def per_joint_mean_error(
         candidates = by_image.get(image_id, [])
         if not candidates:
             continue
-        gt_kps = np.array([people[a]["keypoints"] for a in candidates], dtype=np.float64).reshape(len(candidates), num_joints, 3)
+        gt_kps = np.array([people[a]["keypoints"] for a in candidates], dtype=np.float64)
+        gt_kps = gt_kps.reshape(len(candidates), num_joints, 3)
         gt_areas = np.array([people[a].get("area", 0.0) for a in candidates], dtype=np.float64)
         image_results = sorted(image_results, key=lambda r: -r["score"])
-        pred_kps = np.array([r["keypoints"] for r in image_results], dtype=np.float64).reshape(len(image_results), num_joints, 3)
+        pred_kps = np.array([r["keypoints"] for r in image_results], dtype=np.float64)
+        pred_kps = pred_kps.reshape(len(image_results), num_joints, 3)
         similarity = oks_matrix(gt_kps, pred_kps, gt_areas[:, None], sigmas, visible_a=gt_kps[..., 2] > 0)  # (G, R)
         taken = np.zeros(len(candidates), dtype=bool)
         for r, result in enumerate(image_results):
@@ -347,7 +350,8 @@ def format_metrics_table(metrics: dict[str, Any]) -> str:
     errors = metrics.get("per_joint_error_px")
     if errors:
         width = max(len("joint"), *(len(name) for name in errors))
-        lines += ["", "Mean joint error (image px, labelled joints of matched people)", f"  {'joint':<{width}} {'px':>7}"]
+        lines += ["", "Mean joint error (image px, labelled joints of matched people)",
+                  f"  {'joint':<{width}} {'px':>7}"]
         for name, value in errors.items():
             text = "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
             lines.append(f"  {name:<{width}} {text:>7}")

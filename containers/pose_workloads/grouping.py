@@ -86,7 +86,8 @@ def score_limb_candidates(
     num_limbs = len(limbs)
     counts = np.array([len(p) for p in peaks], np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    all_peaks = np.concatenate([np.asarray(p, np.float32).reshape(-1, 3) for p in peaks]) if len(peaks) else np.zeros((0, 3), np.float32)
+    all_peaks = (np.concatenate([np.asarray(p, np.float32).reshape(-1, 3) for p in peaks]) if len(peaks)
+                 else np.zeros((0, 3), np.float32))
     peak_x, peak_y = all_peaks[:, 0].astype(np.float64), all_peaks[:, 1].astype(np.float64)
     joint_a = np.array([a for a, _ in limbs], np.int64).reshape(-1)
     joint_b = np.array([b for _, b in limbs], np.int64).reshape(-1)
@@ -143,7 +144,8 @@ def score_limb_candidates(
         for samples in (spread, rest):
             if len(pairs) and samples:
                 ts = t[samples, None]
-                misses += field.sure_misses(limb_of[pairs], ax[pairs] + dx[pairs] * ts, ay[pairs] + dy[pairs] * ts, paf_threshold)
+                misses += field.sure_misses(limb_of[pairs], ax[pairs] + dx[pairs] * ts, ay[pairs] + dy[pairs] * ts,
+                                            paf_threshold)
                 keep = np.flatnonzero(misses <= max_misses)
                 pairs, misses = pairs[keep], misses[keep]
 
@@ -202,7 +204,8 @@ class _PafField:
     def cell(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The top-left pixel of the 2x2 cell that interpolates each point (the last cell at the
         far edges). Truncation then clipping equals floor then clipping."""
-        return np.clip(xs.astype(np.intp), 0, max(self.width - 2, 0)), np.clip(ys.astype(np.intp), 0, max(self.height - 2, 0))
+        return (np.clip(xs.astype(np.intp), 0, max(self.width - 2, 0)),
+                np.clip(ys.astype(np.intp), 0, max(self.height - 2, 0)))
 
     def at(self, limb: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Limb `limb`'s PAF vector (x, y components, float64) at points xs, ys (map px)."""
@@ -260,7 +263,8 @@ def _check_inputs(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequence
 
 
 def _to_people(
-    peaks: Sequence[np.ndarray], joints: list[list[int]], totals: list[float], counts: list[int], min_parts: int, min_score: float
+    peaks: Sequence[np.ndarray], joints: list[list[int]], totals: list[float], counts: list[int], min_parts: int,
+    min_score: float
 ) -> People:
     num_joints = len(peaks)
     keep = [p for p in range(len(joints)) if counts[p] >= min_parts and totals[p] / counts[p] >= min_score]
@@ -317,7 +321,8 @@ def group_people(
     for limb, (a, b) in enumerate(limbs):
         cand_a, cand_b = peaks[a], peaks[b]
         rows = slice(candidates.bounds[limb], candidates.bounds[limb + 1])
-        matches = _match_greedy(candidates.ia[rows], candidates.ib[rows], candidates.score[rows], min(len(cand_a), len(cand_b)))
+        matches = _match_greedy(candidates.ia[rows], candidates.ib[rows], candidates.score[rows],
+                                min(len(cand_a), len(cand_b)))
         for i, j, s in matches:
             pa, pb = owner[a][i], owner[b][j]
             if pa < 0 and pb < 0:
@@ -387,4 +392,5 @@ def find_people(
     """
     candidates = find_peaks(heatmaps, 0.5 * heatmap_threshold, sigma_smooth, cross=True)
     peaks = refine_peaks(heatmaps, candidates, heatmap_threshold)
-    return group_people(peaks, pafs, limbs, paf_threshold, min_parts=min_parts, min_score=min_score, interpolation="bilinear")
+    return group_people(peaks, pafs, limbs, paf_threshold, min_parts=min_parts, min_score=min_score,
+                        interpolation="bilinear")

@@ -63,7 +63,8 @@ def reference_group_people(
                     if interpolation == "bilinear":
                         vx, vy = _bilinear(paf_x, x, y), _bilinear(paf_y, x, y)
                     else:
-                        vx, vy = float(paf_x[int(np.rint(y)), int(np.rint(x))]), float(paf_y[int(np.rint(y)), int(np.rint(x))])
+                        row, col = int(np.rint(y)), int(np.rint(x))
+                        vx, vy = float(paf_x[row, col]), float(paf_y[row, col])
                     proj = vx * ux + vy * uy
                     total += proj
                     above += proj > paf_threshold
@@ -105,4 +106,5 @@ def reference_group_people(
                     first[-2] += s
                     first[-1] += second[-1]
                     subset = [row for row in subset if row is not second]
-    return _to_people(peaks, [r[:num_joints] for r in subset], [r[-2] for r in subset], [r[-1] for r in subset], min_parts, min_score)
+    return _to_people(peaks, [r[:num_joints] for r in subset], [r[-2] for r in subset], [r[-1] for r in subset],
+                      min_parts, min_score)

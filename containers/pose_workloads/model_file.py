@@ -145,7 +145,8 @@ def open_predictor(path: str | Path, network: str | None = None, output_stage: i
     model = build_model(ckpt)
     stages = num_stages(model)
     if output_stage is not None and stages is not None and output_stage > stages:
-        raise BadInput(f"output_stage_to_use: {output_stage}, but {path} has {stages} stages; use 1..{stages} or null (the last)")
+        raise BadInput(f"output_stage_to_use: {output_stage}, but {path} has {stages} stages; "
+                       f"use 1..{stages} or null (the last)")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev).eval()
 

@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 
 
-def find_peaks(heatmaps: np.ndarray, threshold: float, sigma_smooth: float = 3.0, cross: bool = False) -> list[np.ndarray]:
+def find_peaks(heatmaps: np.ndarray, threshold: float, sigma_smooth: float = 3.0,
+               cross: bool = False) -> list[np.ndarray]:
     """Local maxima of each joint heatmap.
 
     Args:

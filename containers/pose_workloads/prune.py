@@ -228,7 +228,8 @@ def main(args) -> int:
     # (optimizer, epoch, ...) is dropped: it belongs to the unpruned shapes.
     pruned = result.model.cpu().eval()
     model_file.write(output, model_file.contents(ckpt["network"], pruned, ckpt.get("model_config"), ckpt["pose_config"],
-                                                 ckpt["input_size"], spec=ckpt.get("spec"), save_module=True, pruning=pruning))
+                                                 ckpt["input_size"], spec=ckpt.get("spec"), save_module=True,
+                                                 pruning=pruning))
 
     print(f"pruned {args.model} at -pth {args.threshold:g} -eq {args.criterion} -pg {args.granularity}: "
           f"{changed} of {len(result.plans)} channel groups narrowed, "

@@ -94,11 +94,13 @@ def lock_results_dir(folder: str | Path, network: str, action: str, flag: str = 
     except OSError as err:
         os.close(fd)
         if err.errno not in (errno.EACCES, errno.EAGAIN):
-            raise BadInput(f"{flag} {folder}: cannot be locked ({_reason(err)}); use a local folder for {flag}") from None
+            raise BadInput(
+                f"{flag} {folder}: cannot be locked ({_reason(err)}); use a local folder for {flag}") from None
         holder = _read_record(path.read_bytes() if path.is_file() else b"")
         who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
         what = f" ({holder.get('network', '')} {holder.get('action', '')})".replace(" )", ")") if holder else ""
-        raise BadInput(f"{flag} {folder}: in use by {who}{what}; wait for it to end, or choose another {flag}") from None
+        raise BadInput(
+            f"{flag} {folder}: in use by {who}{what}; wait for it to end, or choose another {flag}") from None
     try:
         # Read through the locking descriptor: closing any other descriptor of this file would
         # drop the lock (POSIX lock semantics).

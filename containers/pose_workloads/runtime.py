@@ -51,7 +51,8 @@ def engine_sidecar(engine_path: str | Path) -> Path:
 def _tensorrt_predictor(path: Path, device: str | None) -> Predictor:
     sidecar = engine_sidecar(path)
     if not sidecar.is_file():
-        raise BadInput(f"{path}: missing {sidecar.name} beside the engine; build engines with `pose ... export --engine_file`")
+        raise BadInput(
+            f"{path}: missing {sidecar.name} beside the engine; build engines with `pose ... export --engine_file`")
     try:
         import tensorrt as trt
         import torch
@@ -69,7 +70,8 @@ def _tensorrt_predictor(path: Path, device: str | None) -> Predictor:
     logger = trt.Logger(trt.Logger.WARNING)
     engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
     if engine is None:
-        raise BadInput(f"{path}: TensorRT could not load this engine (built for another GPU or TensorRT version?); rebuild it here")
+        raise BadInput(f"{path}: TensorRT could not load this engine (built for another GPU or TensorRT version?); "
+                       "rebuild it here")
     context = engine.create_execution_context()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -88,7 +90,8 @@ def _tensorrt_predictor(path: Path, device: str | None) -> Predictor:
             raise BadInput(
                 f"{path}: input {'x'.join(map(str, x.shape))} is outside the engine's optimization profile "
                 f"({'x'.join(map(str, min_shape))} to {'x'.join(map(str, max_shape))}); rebuild the engine with "
-                "`pose ... export --engine_file` for these sizes (bpnet: --inference_spec of this run) or use the .onnx file"
+                "`pose ... export --engine_file` for these sizes (bpnet: --inference_spec of this run) "
+                "or use the .onnx file"
             )
         context.set_tensor_address(inputs[0], x.data_ptr())
         # The input copy was queued on torch's current stream: the engine's stream waits for it.

@@ -184,7 +184,8 @@ _TASKS = (
              SET,
          )),
     Task("simple-pose", "export", "pose_workloads.export.action:main",
-         "Export to ONNX (a TensorRT engine with --engine_file, a Triton repository with --triton_repository).", EXPORT_FLAGS),
+         "Export to ONNX (a TensorRT engine with --engine_file, a Triton repository with --triton_repository).",
+         EXPORT_FLAGS),
     Task("bpnet", "dataset_convert", "pose_workloads.data.convert:main",
          "Masks and training shards from a COCO-format dataset.", (
              DATASET_SPEC,

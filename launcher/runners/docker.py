@@ -171,7 +171,8 @@ def run_detached(call: TaskCall, client=None) -> int:
     name = container_name(call.task)
     _create_and_start(client, replace(call, labels=(*call.labels, ("pose.detached", "1"))), name)
     print(name, flush=True)
-    print(f"pose: started container {name}; follow it with `pose jobs logs {name} --follow`", file=sys.stderr, flush=True)
+    print(f"pose: started container {name}; follow it with `pose jobs logs {name} --follow`", file=sys.stderr,
+          flush=True)
     return 0
 
 

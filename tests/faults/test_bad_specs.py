@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SIMPLE_POSE = {
     "model": {"name": "simple_pose_tiny"},
-    "data": {"train_images": "images", "train_annotations": "a.json", "val_images": "images", "val_annotations": "a.json"},
+    "data": {"train_images": "images", "train_annotations": "a.json", "val_images": "images",
+             "val_annotations": "a.json"},
     "train": {"input_size": [128, 96], "epochs": 10, "lr_steps": [5, 8]},
 }
 
@@ -150,15 +151,18 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 
 
 @pytest.mark.parametrize("name, content, words", [
-    ("bomb.yaml", BILLION_LAUGHS, "expands to more than 100,000 values through its aliases (*name); write the values out plainly"),
-    ("alias_chain.yaml", "a0: &a0 [[[[[[[[1]]]]]]]]\n" + "".join(f"a{i}: &a{i} [[[[[[[[*a{i - 1}]]]]]]]]\n" for i in range(1, 90)),
+    ("bomb.yaml", BILLION_LAUGHS,
+     "expands to more than 100,000 values through its aliases (*name); write the values out plainly"),
+    ("alias_chain.yaml",
+     "a0: &a0 [[[[[[[[1]]]]]]]]\n" + "".join(f"a{i}: &a{i} [[[[[[[[*a{i - 1}]]]]]]]]\n" for i in range(1, 90)),
      "nested more than 32 levels deep"),
     ("cycle.yaml", "a: &a [1, *a]\n", "contains itself through an alias"),
     ("aliases.yaml", "a: &a 1\nb: [" + ", ".join(["*a"] * 150) + "]\n", "more than 100 aliases (*name)"),
     ("deep.yaml", "a: " + "[" * 200 + "]" * 200 + "\n", "nested more than 32 levels deep"),
     ("deep.json", '{"a": ' + "[" * 5000 + "]" * 5000 + "}", "nest"),
     ("huge.yaml", "model: {name: simple_pose_tiny}\n" + "# padding\n" * 200_000, "more than a spec's 1,048,576"),
-    ("latin1.yaml", "model: {name: caf\xe9}\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 17); save it as UTF-8"),
+    ("latin1.yaml", "model: {name: caf\xe9}\n".encode("latin-1"),
+     "not UTF-8 text (byte 0xe9 at offset 17); save it as UTF-8"),
     ("broken.yaml", "model: {name: [\n", "not valid YAML (line 2, column 1"),
 ])
 def test_hostile_spec_file_is_one_line_fast(pose, tmp_path, name, content, words):
@@ -183,4 +187,5 @@ def test_alias_bomb_in_a_yaml_dataset_spec_is_one_line(pose, tmp_path):
     dataset.write_text(BILLION_LAUGHS)
     code, _, lines = pose("bpnet", "dataset_convert", "-m", "train", "-o", "out", "--dataset_spec", str(dataset),
                           "--runner", "local", "--dry-run")
-    assert code == 2 and len(lines) == 1 and str(dataset) in lines[0] and "expands to more than 100,000 values" in lines[0], lines
+    assert code == 2 and len(lines) == 1, lines
+    assert str(dataset) in lines[0] and "expands to more than 100,000 values" in lines[0], lines

@@ -43,7 +43,9 @@ def test_enospc_while_writing_is_one_line_and_keeps_the_previous_file(tmp_path):
     # The kernel's own "No space left on device": the temp file is a link to /dev/full.
     path, before = _previous_checkpoint(tmp_path)
     (tmp_path / f".checkpoint_last.pth.{os.getpid()}.tmp").symlink_to("/dev/full")
-    with pytest.raises(DiskFull, match=rf"^{tmp_path}: no space left for checkpoint_last.pth: it needs [\d,]+ bytes, [\d,]+ free"):
+    with pytest.raises(DiskFull,
+                       match=rf"^{tmp_path}: no space left for checkpoint_last.pth: "
+                             r"it needs [\d,]+ bytes, [\d,]+ free"):
         save_model_file(path, {"epoch": 2, "state_dict": {"w": torch.zeros(10)}})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_last.pth"]

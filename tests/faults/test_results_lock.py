@@ -141,7 +141,8 @@ def test_results_dir_without_write_permission_is_one_line():
         folder.mkdir(mode=0o555)
         folder.chmod(0o555)
         for target, words in ((folder, "cannot be written (Permission denied); give this user write permission"),
-                              (folder / "new", "cannot be created (Permission denied); give this user write permission")):
+                              (folder / "new",
+                               "cannot be created (Permission denied); give this user write permission")):
             result = subprocess.run([sys.executable, "-c", AS_UNPRIVILEGED, "simple-pose", "train", "-e", "spec.yaml",
                                      "-r", str(target)], capture_output=True, text=True, timeout=120, cwd="/")
             assert f"-r {target}: {words}" in one_error_line(result)
@@ -153,7 +154,8 @@ def test_results_dir_without_write_permission_is_one_line():
 def test_bad_input_after_locking_leaves_nothing_behind(tmp_path):
     # The lock is taken before the spec is read; a bad spec takes back the folders and the lock file.
     (tmp_path / "spec.yaml").write_text("train: {epochs: yes}\n")
-    result = workload("simple-pose", "train", "-e", str(tmp_path / "spec.yaml"), "-r", str(tmp_path / "new" / "results"))
+    result = workload("simple-pose", "train", "-e", str(tmp_path / "spec.yaml"), "-r",
+                      str(tmp_path / "new" / "results"))
     assert result.returncode == 2, result.stderr
     assert not (tmp_path / "new").exists()
     (tmp_path / "existing").mkdir()

@@ -74,8 +74,10 @@ def _simple_pose_spec(ws, train: dict) -> str:
     spec = ws.specs / "spec.yaml"
     spec.write_text(yaml.safe_dump({
         "model": {"name": "simple_pose_tiny"},
-        "data": {"train_images": str(synth / "images"), "train_annotations": str(synth / "annotations/person_keypoints.json"),
-                 "val_images": str(synth / "images"), "val_annotations": str(synth / "annotations/person_keypoints.json")},
+        "data": {"train_images": str(synth / "images"),
+                 "train_annotations": str(synth / "annotations/person_keypoints.json"),
+                 "val_images": str(synth / "images"),
+                 "val_annotations": str(synth / "annotations/person_keypoints.json")},
         "train": train,
     }))
     return str(spec)

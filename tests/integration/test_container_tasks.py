@@ -93,7 +93,8 @@ def _bpnet_specs(root: Path, data: Path, shards: Path) -> tuple[Path, Path, Path
             },
         },
         # COCO-17: 17 joints + background, 19 limbs x (x, y).
-        "model": {"backbone_attributes": {"architecture": "tiny"}, "stages": 2, "heat_channels": 18, "paf_channels": 38},
+        "model": {"backbone_attributes": {"architecture": "tiny"}, "stages": 2, "heat_channels": 18,
+                  "paf_channels": 38},
     }))
     inference_spec = root / "infer_spec.yaml"
     inference_spec.write_text(yaml.safe_dump({

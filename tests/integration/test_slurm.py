@@ -46,7 +46,8 @@ def slurm() -> None:
 def synth(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("slurm-data") / "synth"
     subprocess.run([sys.executable, "-m", "pose_workloads", "dataset", "synth", "-o", str(root), "--images", "24",
-                    "--size", "96x96", "--max_people", "1", "--seed", "3"], check=True, capture_output=True, timeout=120)
+                    "--size", "96x96", "--max_people", "1", "--seed", "3"], check=True, capture_output=True,
+                    timeout=120)
     return root
 
 
@@ -167,7 +168,8 @@ def test_a_job_slurm_refuses_is_its_reason_in_one_line(cluster):
 
 def test_a_path_outside_the_mounts_is_refused_before_submission(slurm, tmp_path, synth):
     docker_runtime = Cluster(tmp_path, synth, runtime="docker")
-    result = docker_runtime.pose("simple-pose", "train", "-e", str(docker_runtime.spec()), "-r", str(tmp_path / "r"), *SLURM)
+    result = docker_runtime.pose("simple-pose", "train", "-e", str(docker_runtime.spec()), "-r", str(tmp_path / "r"),
+                                 *SLURM)
     assert result.returncode == 2 and "is outside every mount" in result.stderr
     assert list((tmp_path / "launch").iterdir()) == []
 

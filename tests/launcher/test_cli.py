@@ -70,7 +70,8 @@ def specs(project: Path) -> Path:
 SPELLINGS = [
     (["bpnet", "dataset_convert", "-m", "train", "-o", "/workspace/exp/train", "--generate_masks",
       "--dataset_spec", "/workspace/specs/coco_spec.json"],
-     "bpnet dataset_convert --dataset_spec /pose_launch/coco_spec.json -m train -o /workspace/exp/train --generate_masks"),
+     "bpnet dataset_convert --dataset_spec /pose_launch/coco_spec.json -m train -o /workspace/exp/train "
+     "--generate_masks"),
     (["bpnet", "dataset_convert", "--mode", "test", "--output-filename", "val", "--generate-masks",
       "--dataset-spec", "../specs/coco_spec.json"],
      "bpnet dataset_convert --dataset_spec /pose_launch/coco_spec.json -m test -o /workspace/exp/val --generate_masks"),
@@ -111,7 +112,8 @@ SPELLINGS = [
      "simple-pose export -m /workspace/exp/model.pth -o /workspace/exp/m.onnx --opset 17"),
     (["dataset", "synth", "-o", "synth", "--images", "8", "--max-people", "2", "--size", "64x64",
       "--pose-config", "../specs/pose.json"],
-     "dataset synth -o /workspace/exp/synth --images 8 --max_people 2 --size 64x64 --pose_config /pose_launch/pose.json"),
+     "dataset synth -o /workspace/exp/synth --images 8 --max_people 2 --size 64x64 "
+     "--pose_config /pose_launch/pose.json"),
 ]
 
 

@@ -50,7 +50,8 @@ def test_what_the_scheduler_decides_is_refused(slurm_mounts, bad_input, flags, w
 
 
 def test_one_process_tasks_refuse_several_nodes(slurm_mounts, bad_input):
-    assert "runs as one process" in bad_input("dataset", "synth", "-o", "out", "--runner", "slurm", "--num_nodes", "2", "--dry-run")
+    assert "runs as one process" in bad_input("dataset", "synth", "-o", "out", "--runner", "slurm", "--num_nodes", "2",
+                                              "--dry-run")
 
 
 def test_dry_run_prints_sbatch_and_both_scripts_without_a_cluster(slurm_mounts, cli):

@@ -29,7 +29,8 @@ def call(tmp_path: Path, **changes) -> TaskCall:
 
 def test_runs_the_workload_argv_as_a_list_never_a_shell_string(tmp_path):
     kwargs = container_kwargs(call(tmp_path, args=("simple-pose", "inference", "--input", "/w/a b; rm -rf /")), "n")
-    assert kwargs["command"] == ["python", "-m", "pose_workloads", "simple-pose", "inference", "--input", "/w/a b; rm -rf /"]
+    assert kwargs["command"] == ["python", "-m", "pose_workloads", "simple-pose", "inference", "--input",
+                                 "/w/a b; rm -rf /"]
     assert kwargs["image"] == "pose-pytorch:0.1.0" and kwargs["name"] == "n"
 
 
@@ -71,7 +72,8 @@ def test_docker_options_override_shm_ulimits_network_ports(tmp_path):
     assert ulimits == {"memlock": -1, "stack": 67108864, "nofile": 4096, "core": 0}
     assert kwargs["network_mode"] == "host" and "network" not in kwargs
     assert kwargs["ports"] == {"8888": 8888} and kwargs["privileged"] is True
-    assert container_kwargs(call(tmp_path, docker_options=ContainerOptions(network="pose-net")), "n")["network"] == "pose-net"
+    kwargs = container_kwargs(call(tmp_path, docker_options=ContainerOptions(network="pose-net")), "n")
+    assert kwargs["network"] == "pose-net"
 
 
 def test_mounts_file_envs_reach_the_container(tmp_path):
@@ -103,7 +105,8 @@ def test_log_stream_rewrites_container_paths_line_by_line():
     chunks = [(b"saved /workspace/exp/r/mo", None), (None, b"warn: /pose_launch/t.yaml: x\n"),
               (b"del.pth\nepoch 1\n", None), (b"tail without newline", None)]
     out, err = io.StringIO(), io.StringIO()
-    rewrite = docker_runner.LogPathMapper([("/workspace/exp", "/home/u/exp"), ("/pose_launch/t.yaml", "/home/u/t.yaml")])
+    rewrite = docker_runner.LogPathMapper([("/workspace/exp", "/home/u/exp"),
+                                           ("/pose_launch/t.yaml", "/home/u/t.yaml")])
     stream_logs(chunks, rewrite, out, err)
     assert out.getvalue() == "saved /home/u/exp/r/model.pth\nepoch 1\ntail without newline\n"
     assert err.getvalue() == "warn: /home/u/t.yaml: x\n"

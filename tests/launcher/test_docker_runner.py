@@ -106,8 +106,10 @@ def test_task_sees_a_read_only_dataset_and_writes_outputs_as_the_invoking_user(e
 
 def test_sigint_to_pose_stops_and_removes_the_container(engine, workspace):
     marker = "59.75"  # unique --hold_s value, to find this test's container
-    process = subprocess.Popen([sys.executable, "-m", "launcher.cli", "selftest", "--hold_s", marker, "--runner", "docker"],
-                               env=workspace.env, cwd=workspace.exp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "launcher.cli", "selftest", "--hold_s", marker, "--runner",
+                                "docker"],
+                               env=workspace.env, cwd=workspace.exp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     try:
         for line in process.stdout:
             if "holding" in line:

@@ -173,8 +173,10 @@ def test_the_pods_argv_and_env_train_as_one_two_rank_job(tmp_path, monkeypatch):
     spec = data / "spec.yaml"
     spec.write_text(yaml.safe_dump({
         "model": {"name": "simple_pose_tiny"},
-        "data": {"train_images": str(synth / "images"), "train_annotations": str(synth / "annotations/person_keypoints.json"),
-                 "val_images": str(synth / "images"), "val_annotations": str(synth / "annotations/person_keypoints.json"),
+        "data": {"train_images": str(synth / "images"),
+                 "train_annotations": str(synth / "annotations/person_keypoints.json"),
+                 "val_images": str(synth / "images"),
+                 "val_annotations": str(synth / "annotations/person_keypoints.json"),
                  "workers": 0},
         "train": {"input_size": [64, 64], "batch_size": 2, "epochs": 1, "eval_every": 0, "amp": False},
     }))

@@ -148,7 +148,8 @@ def test_written_specs_are_readable_and_the_launch_dir_is_removed_after(project,
     code = launch("simple-pose", "train", {"-e": "../specs/sp.yaml", "-r": "r"},
                   LaunchOptions(runner="local", overrides=("train.epochs=2",)))
     assert code == 7
-    assert seen["spec"]["train"]["epochs"] == 2 and seen["spec"]["data"]["train_images"] == str(project / "data" / "train")
+    assert seen["spec"]["train"]["epochs"] == 2
+    assert seen["spec"]["data"]["train_images"] == str(project / "data" / "train")
     assert seen["mode"] == (0o755, 0o644)
     assert not seen["dir"].exists()
 
@@ -158,7 +159,8 @@ def launch_dirs() -> set[str]:
 
 
 BAD_TASKS = {
-    "missing_spec": (["simple-pose", "train", "-e", "nope.yaml", "-r", "r"], ["nope.yaml", "file not found", "check the path"]),
+    "missing_spec": (["simple-pose", "train", "-e", "nope.yaml", "-r", "r"],
+                     ["nope.yaml", "file not found", "check the path"]),
     "spec_wrong_type": (["simple-pose", "train", "-e", "{specs}/wrong.yaml", "-r", "r"],
                         ["wrong.yaml", "train.epochs", "valid integer", "fix its value"]),
     "spec_unknown_field": (["simple-pose", "train", "-e", "{specs}/typo.yaml", "-r", "r"],

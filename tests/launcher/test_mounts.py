@@ -79,7 +79,8 @@ def test_missing_file_named_by_pose_mounts_is_an_error(tmp_path, monkeypatch):
 # Each bad mounts file: (content, words the one error line must hold: the key, and the fix).
 BAD_MOUNTS = {
     "malformed_json": ('{"Mounts": [', ["not valid JSON", "line 1", "fix the syntax"]),
-    "unknown_top_key": ({"Mounts": [], "Volumes": []}, ["Volumes", "unknown key", "valid keys here: DockerOptions, Envs, Kubernetes, Mounts, Slurm"]),
+    "unknown_top_key": ({"Mounts": [], "Volumes": []},
+                        ["Volumes", "unknown key", "valid keys here: DockerOptions, Envs, Kubernetes, Mounts, Slurm"]),
     "unknown_mount_key": ({"Mounts": [{"source": "{exp}", "destination": "/w", "mode": "ro"}]},
                           ["Mounts[0].mode", "unknown key", "read_only"]),
     "unknown_docker_option": ({"DockerOptions": {"gpus": "all"}}, ["DockerOptions.gpus", "unknown key", "shm_size"]),
@@ -93,13 +94,15 @@ BAD_MOUNTS = {
     "reserved_destination": ({"Mounts": [{"source": "{exp}", "destination": "/pose_launch"}]},
                              ["Mounts[0].destination", "/pose_launch", "choose another"]),
     "missing_destination": ({"Mounts": [{"source": "{exp}"}]}, ["Mounts[0].destination", "missing", "add it"]),
-    "bad_ulimit": ({"DockerOptions": {"ulimits": {"files": 10}}}, ["DockerOptions.ulimits", "unknown ulimit 'files'", "nofile"]),
+    "bad_ulimit": ({"DockerOptions": {"ulimits": {"files": 10}}},
+                   ["DockerOptions.ulimits", "unknown ulimit 'files'", "nofile"]),
     # Destinations are normalised before they are checked: `//pose_launch` is /pose_launch.
     "reserved_destination_double_slash": ({"Mounts": [{"source": "{exp}", "destination": "//pose_launch/"}]},
                                           ["Mounts[0].destination", "/pose_launch", "choose another"]),
     "root_as_double_slash": ({"Mounts": [{"source": "{exp}", "destination": "//"}]},
                              ["Mounts[0].destination", "/ is the container's root", "/workspace"]),
-    "over_usr": ({"Mounts": [{"source": "{exp}", "destination": "/usr"}]}, ["Mounts[0].destination", "/usr is the image's software"]),
+    "over_usr": ({"Mounts": [{"source": "{exp}", "destination": "/usr"}]},
+                 ["Mounts[0].destination", "/usr is the image's software"]),
     "below_proc": ({"Mounts": [{"source": "{exp}", "destination": "/proc/sys/kernel"}]},
                    ["Mounts[0].destination", "/proc/sys/kernel is a kernel filesystem", "folder of your own"]),
     "over_etc": ({"Mounts": [{"source": "{exp}", "destination": "/etc/"}]}, ["/etc is the system configuration"]),
@@ -109,21 +112,28 @@ BAD_MOUNTS = {
     "env_name_with_equals": ({"Envs": [{"variable": "A=B", "value": "1"}]}, ["Envs[0].variable", "'A=B'"]),
     "duplicate_env": ({"Envs": [{"variable": "A", "value": "1"}, {"variable": "A", "value": "2"}]},
                       ["Envs", "Envs[0] and Envs[1] both set A", "keep one"]),
-    "shm_without_number": ({"DockerOptions": {"shm_size": "lots"}}, ["DockerOptions.shm_size", "'lots' is not a size", "16G"]),
+    "shm_without_number": ({"DockerOptions": {"shm_size": "lots"}},
+                           ["DockerOptions.shm_size", "'lots' is not a size", "16G"]),
     "shm_unknown_unit": ({"DockerOptions": {"shm_size": "16X"}}, ["DockerOptions.shm_size", "units b, k, m, g"]),
     "shm_too_small": ({"DockerOptions": {"shm_size": "16"}}, ["DockerOptions.shm_size", "less than 1 MiB"]),
     "shm_negative": ({"DockerOptions": {"shm_size": -1}}, ["DockerOptions.shm_size", "less than 1 MiB"]),
     "shm_bool": ({"DockerOptions": {"shm_size": True}}, ["DockerOptions.shm_size", "True is not a size"]),
     "ulimit_below_unlimited": ({"DockerOptions": {"ulimits": {"nofile": -5}}},
-                               ["DockerOptions.ulimits", "ulimit nofile: -5 is not a limit", "-1 (unlimited) or a count"]),
-    "ulimit_count_with_unit": ({"DockerOptions": {"ulimits": {"nofile": "64k"}}}, ["ulimit nofile: '64k' is not a limit"]),
-    "ulimit_bad_size": ({"DockerOptions": {"ulimits": {"stack": "big"}}}, ["DockerOptions.ulimits", "'big' is not a size"]),
+                               ["DockerOptions.ulimits", "ulimit nofile: -5 is not a limit",
+                                "-1 (unlimited) or a count"]),
+    "ulimit_count_with_unit": ({"DockerOptions": {"ulimits": {"nofile": "64k"}}},
+                               ["ulimit nofile: '64k' is not a limit"]),
+    "ulimit_bad_size": ({"DockerOptions": {"ulimits": {"stack": "big"}}},
+                        ["DockerOptions.ulimits", "'big' is not a size"]),
     "ulimit_bool": ({"DockerOptions": {"ulimits": {"core": False}}}, ["ulimit core: False is not a limit"]),
-    "port_out_of_range": ({"DockerOptions": {"ports": {"70000": 8888}}}, ["DockerOptions.ports", "port '70000'", "1-65535"]),
-    "port_bad_protocol": ({"DockerOptions": {"ports": {"8888/http": 8888}}}, ["port '8888/http'", "/tcp, /udp or /sctp"]),
+    "port_out_of_range": ({"DockerOptions": {"ports": {"70000": 8888}}},
+                          ["DockerOptions.ports", "port '70000'", "1-65535"]),
+    "port_bad_protocol": ({"DockerOptions": {"ports": {"8888/http": 8888}}},
+                          ["port '8888/http'", "/tcp, /udp or /sctp"]),
     "host_port_zero": ({"DockerOptions": {"ports": {"8888": 0}}}, ["port 8888: host port 0 is not 1-65535"]),
     "host_port_text": ({"DockerOptions": {"ports": {"8888": "eighty"}}}, ["host port 'eighty'"]),
-    "privileged_as_text": ({"DockerOptions": {"privileged": "no"}}, ["DockerOptions.privileged", "'no' is not true or false"]),
+    "privileged_as_text": ({"DockerOptions": {"privileged": "no"}},
+                           ["DockerOptions.privileged", "'no' is not true or false"]),
 }
 
 
@@ -176,7 +186,8 @@ def test_units_and_ports_docker_accepts_load(project):
 def test_dry_run_shows_envs_and_docker_options(project, cli):
     write_mounts(project / "mounts.json", {
         "Mounts": [{"source": str(project / "exp"), "destination": "/workspace/exp"}],
-        "Envs": [{"variable": "CUDA_CACHE_DISABLE", "value": 1}, {"variable": "TORCH_HOME", "value": "/workspace/exp/.torch"}],
+        "Envs": [{"variable": "CUDA_CACHE_DISABLE", "value": 1},
+                 {"variable": "TORCH_HOME", "value": "/workspace/exp/.torch"}],
         "DockerOptions": {"shm_size": "16G", "ulimits": {"memlock": -1}, "user": "1000:1000"}})
     result = cli("selftest", "--runner", "docker", "--dry-run")
     assert result.exit_code == 0, result.output

@@ -27,7 +27,8 @@ def test_longest_mount_source_wins(tree):
     placed = place_path(str(tree / "exp" / "data" / "coco" / "a.json"), mounts, Path("m.json"), "--input")
     assert placed.container == PurePosixPath("/datasets/coco/a.json")
     assert placed.mount.read_only
-    assert place_path(str(tree / "exp" / "run1"), mounts, Path("m.json"), "-r").container == PurePosixPath("/workspace/exp/run1")
+    placed = place_path(str(tree / "exp" / "run1"), mounts, Path("m.json"), "-r")
+    assert placed.container == PurePosixPath("/workspace/exp/run1")
 
 
 def test_mount_of_the_path_itself_maps_to_the_destination(tree):
@@ -103,6 +104,7 @@ def test_log_lines_show_host_paths_longest_prefix_whole_components():
                              ("/pose_launch/train.yaml", "/home/u/specs/train.yaml")])
     line = "saved /workspace/exp/run/model.pth; read /workspace/exp/data/a.jpg, /workspace/experiments/x"
     assert rewrite(line) == "saved /home/u/exp/run/model.pth; read /mnt/coco/a.jpg, /workspace/experiments/x"
-    assert rewrite("error: /pose_launch/train.yaml: train.epochs: bad") == "error: /home/u/specs/train.yaml: train.epochs: bad"
+    assert (rewrite("error: /pose_launch/train.yaml: train.epochs: bad")
+            == "error: /home/u/specs/train.yaml: train.epochs: bad")
     assert rewrite("'/workspace/exp'") == "'/home/u/exp'"
     assert rewrite("/other/workspace/exp") == "/other/workspace/exp"

@@ -36,7 +36,8 @@ def _call(tmp_path: Path, **more) -> TaskCall:
 def _job(tmp_path: Path, **more) -> SlurmJob:
     fields = dict(call=_call(tmp_path), launch_dir=tmp_path / "launch dir", runtime="none", gpus_per_node=2,
                   partition="gpu", account="vision", qos="high", time="01:00:00",
-                  sbatch_options=("--exclusive",), requeue_grace_s=90, python="python3", job_name="pose-simple-pose-train")
+                  sbatch_options=("--exclusive",), requeue_grace_s=90, python="python3",
+                  job_name="pose-simple-pose-train")
     return SlurmJob(**{**fields, **more})
 
 

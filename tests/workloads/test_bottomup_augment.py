@@ -131,7 +131,8 @@ def test_a_shrinking_warp_is_an_area_resize_as_evaluate_does():
     np.testing.assert_array_equal(warped, cv2.resize(image, (128, 96), interpolation=cv2.INTER_AREA))
     # Rotated and shrunk: still the area average's smoothness, not the 4-pixel samples' noise.
     params = SpatialParams(False, False, (0.0, 0.0), 1.0, 30.0)
-    turned, _, _ = warp_sample(image, None, np.zeros((0, 1, 3)), spatial_affine("standard", params, (300, 450), (96, 128)), [], (96, 128))
+    turned, _, _ = warp_sample(image, None, np.zeros((0, 1, 3)),
+                               spatial_affine("standard", params, (300, 450), (96, 128)), [], (96, 128))
     inside = turned[40:56, 56:72].astype(float)
     assert inside.std() < 0.5 * image.std()
 

@@ -25,7 +25,8 @@ def train_spec(records: Path, **dataloader) -> BpnetTrainSpec:
         "seed": 3,
         "dataloader": {
             "batch_size": 2,
-            "pose_config": {"target_shape": [12, 16], "pose_config_path": str(ROOT / "specs/bpnet/bpnet_18joints.json")},
+            "pose_config": {"target_shape": [12, 16],
+                            "pose_config_path": str(ROOT / "specs/bpnet/bpnet_18joints.json")},
             "image_config": {"image_dims": {"height": 96, "width": 128}},
             "dataset_config": {"root_data_path": str(records.parent), "train_records_folder_path": str(records.parent),
                                "train_records_path": [records.name], "dataset_specs": {}},

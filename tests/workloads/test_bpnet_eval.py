@@ -128,7 +128,8 @@ def oracle(coco_mini, monkeypatch):
 ])
 def test_shipped_inference_specs_validate_with_the_blog_values(name, shape, mode, multi_scale):
     spec = load_spec(BpnetInferenceSpec, ROOT / "specs/bpnet" / name)
-    assert (tuple(spec.input_shape), spec.keep_aspect_ratio_mode, spec.multi_scale_inference) == (shape, mode, multi_scale)
+    got = (tuple(spec.input_shape), spec.keep_aspect_ratio_mode, spec.multi_scale_inference)
+    assert got == (shape, mode, multi_scale)
     assert spec.scales == [0.5, 1.0, 1.5, 2.0]
     assert (spec.heatmap_threshold, spec.paf_threshold, tuple(spec.output_upsampling_factor)) == (0.1, 0.05, (8, 8))
     assert spec.model_path.startswith("/workspace/") and spec.train_spec.startswith("/workspace/")
@@ -176,11 +177,13 @@ def test_a_fixed_size_engine_runs_single_scale_padded_with_a_notice():
 ], ids=["adjust", "multi_scale", "pad", "stretch", "upsample_x8", "upsample_x4", "upsample_multi_scale"])
 def test_evaluate_puts_people_back_on_the_image_whatever_the_sizing(fields, oracle, dataset_spec, tmp_path, capsys):
     results_dir = tmp_path / "eval"
-    argv = ["bpnet", "evaluate", "--inference_spec", str(infer_spec(tmp_path, **fields)), "--model_filename", "oracle.pth",
+    argv = ["bpnet", "evaluate", "--inference_spec", str(infer_spec(tmp_path, **fields)), "--model_filename",
+            "oracle.pth",
             "--dataset_spec", str(dataset_spec), "--results_dir", str(results_dir)]
     assert main(argv) == 0
     metrics = json.loads((results_dir / "metrics.json").read_text())
-    assert set(metrics) == {"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl", "per_joint_error_px"}
+    assert set(metrics) == {"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl",
+                            "per_joint_error_px"}
     assert list(metrics["per_joint_error_px"]) == COCO17.keypoints  # the neck is not a COCO joint
     assert metrics["AP"] >= 0.95, metrics
     results = json.loads((results_dir / "keypoints_results.json").read_text())
@@ -204,7 +207,8 @@ def test_evaluate_runs_a_real_model_file(tiny_model, dataset_spec, tmp_path):
     # Random weights find nobody: the files are still written, AP is 0 and the errors are null.
     out = tmp_path / "eval"
     spec = infer_spec(tmp_path, input_shape=[96, 96])
-    assert main(["bpnet", "evaluate", "-i", str(spec), "-m", str(tiny_model), "-d", str(dataset_spec), "-r", str(out)]) == 0
+    assert main(["bpnet", "evaluate", "-i", str(spec), "-m", str(tiny_model), "-d", str(dataset_spec), "-r",
+                 str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["AP"] == 0.0
     assert json.loads((out / "keypoints_results.json").read_text()) == []
@@ -260,7 +264,8 @@ def test_inference_on_a_video_writes_every_frame(lively_model, tmp_path):
             "--input", str(video), "-r", str(out), "--dump_visualizations"]
     assert main(argv) == 0
     frames = json.loads((out / "detections.json").read_text())["frames"]
-    assert [(f["file"], f["frame"], f["width"], f["height"]) for f in frames] == [("clip.mp4", i, 96, 64) for i in range(3)]
+    got = [(f["file"], f["frame"], f["width"], f["height"]) for f in frames]
+    assert got == [("clip.mp4", i, 96, 64) for i in range(3)]
     capture = cv2.VideoCapture(str(out / "images_annotated" / "clip.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     capture.release()
@@ -291,7 +296,8 @@ def test_an_exported_onnx_model_gives_the_maps_of_its_pth(lively_model, tmp_path
     from_pth, from_onnx = pipeline.open_model(lively_model), pipeline.open_model(onnx_path)
     assert from_onnx.predictor.backend == "onnxruntime"
     # TAO's upsampled grid: the finest maps to compare
-    settings, _ = pipeline.inference_settings(BpnetInferenceSpec(input_shape=(64, 64), upsample_maps=True), BpnetNormalization())
+    settings, _ = pipeline.inference_settings(BpnetInferenceSpec(input_shape=(64, 64), upsample_maps=True),
+                                              BpnetNormalization())
     image = np.random.default_rng(0).integers(0, 255, (50, 90, 3), dtype=np.uint8)  # adjusted to 64x120
     expected = pipeline.predict_maps(from_pth.predictor, image, settings, POSE_18)
     got = pipeline.predict_maps(from_onnx.predictor, image, settings, POSE_18)
@@ -313,7 +319,8 @@ def run_bad(argv: list[str], capsys) -> str:
 
 
 def test_no_model_anywhere_names_model_path(dataset_spec, tmp_path, capsys):
-    err = run_bad(["bpnet", "evaluate", "-i", str(infer_spec(tmp_path)), "-d", str(dataset_spec), "-r", str(tmp_path / "r")], capsys)
+    err = run_bad(["bpnet", "evaluate", "-i", str(infer_spec(tmp_path)), "-d", str(dataset_spec), "-r",
+                   str(tmp_path / "r")], capsys)
     assert "model_path" in err and "--model_filename" in err
 
 

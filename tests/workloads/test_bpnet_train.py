@@ -64,15 +64,18 @@ def test_blog_spec_keeps_the_blog_values():
     assert loader.pose_config.pose_config_path == "/workspace/examples/bpnet/model_pose_config/bpnet_18joints.json"
     assert loader.augmentation_config.spatial_augmentation_mode == "person_centric"
     aug = loader.augmentation_config.spatial_aug_params
-    assert (aug.flip_lr_prob, aug.rotate_deg_max, aug.translate_max_x, aug.target_person_scale) == (0.5, 40.0, 40.0, 0.6)
+    got = (aug.flip_lr_prob, aug.rotate_deg_max, aug.translate_max_x, aug.target_person_scale)
+    assert got == (0.5, 40.0, 40.0, 0.6)
     labels = loader.label_processor_config
     assert (labels.heatmap_gaussian_sigma, labels.paf_ortho_dist_thresh) == (7.0, 1.0)
     model = spec.model
-    assert (model.backbone_attributes.architecture, model.stages, model.heat_channels, model.paf_channels) == ("vgg", 3, 19, 38)
+    got = (model.backbone_attributes.architecture, model.stages, model.heat_channels, model.paf_channels)
+    assert got == ("vgg", 3, 19, 38)
     assert (model.regularization_type, model.kernel_regularization_factor) == ("l1", 5e-4)
     schedule = spec.optimizer.learning_rate_schedule
     assert (spec.optimizer.class_name, spec.optimizer.momentum) == ("WeightedMomentumOptimizer", 0.9)
-    assert (schedule.soft_start, schedule.annealing, schedule.base_learning_rate, schedule.min_learning_rate) == (0.05, 0.5, 2e-5, 8e-8)
+    got = (schedule.soft_start, schedule.annealing, schedule.base_learning_rate, schedule.min_learning_rate)
+    assert got == (0.05, 0.5, 2e-5, 8e-8)
 
 
 def test_18_joint_config_is_coco_plus_neck_with_openpose_limbs():
@@ -142,8 +145,10 @@ def test_optimizer_section_becomes_the_loop_settings(optimizer, expected, tmp_pa
 
 
 def save_pose_model(path: Path, model, config: dict, pickle_module: bool = False) -> Path:
-    torch.save({"network": "bpnet", "model_config": config, "pose_config": load_pose_config(POSE_18).model_dump(mode="json"),
-                "input_size": [64, 96], "state_dict": model.state_dict(), **({"module": model} if pickle_module else {})}, path)
+    torch.save({"network": "bpnet", "model_config": config,
+                "pose_config": load_pose_config(POSE_18).model_dump(mode="json"),
+                "input_size": [64, 96], "state_dict": model.state_dict(),
+                **({"module": model} if pickle_module else {})}, path)
     return path
 
 
@@ -193,14 +198,16 @@ def test_train_checkpoints_resumes_and_uses_tao_settings(coco_mini, converted, t
     data["model"].update(regularization_type="l1", kernel_regularization_factor=1e-4)
     split = {"images_root_dir_path": "images", "annotation_root_dir_path": coco_mini.keypoints_name}
     dataset_spec = tmp_path / "coco_mini_spec.json"
-    dataset_spec.write_text(json.dumps({"root_directory_path": str(coco_mini.root), "train_data": split, "test_data": split}))
+    dataset_spec.write_text(json.dumps({"root_directory_path": str(coco_mini.root), "train_data": split,
+                                        "test_data": split}))
     data["dataloader"]["dataset_config"]["dataset_specs"] = {"coco": str(dataset_spec)}
     spec = write_spec(tmp_path / "spec.yaml", data)
     results = tmp_path / "results"
     assert main(["bpnet", "train", "-e", str(spec), "-r", str(results), "-k", "tlt_encode"]) == 0
     out, err = capsys.readouterr()
     assert "-k/--key is ignored" in err
-    for name in ("checkpoint_last.pth", "checkpoint_epoch_001.pth", "model_final.pth", "model_best.pth", "metrics.jsonl", "spec.yaml"):
+    for name in ("checkpoint_last.pth", "checkpoint_epoch_001.pth", "model_final.pth", "model_best.pth",
+                 "metrics.jsonl", "spec.yaml"):
         assert (results / name).is_file(), name
     ckpt = torch.load(results / "checkpoint_last.pth", map_location="cpu", weights_only=True)
     # WeightedMomentumOptimizer: SGD, momentum 0.9; stagewise multipliers: backbone and stage 1 x1

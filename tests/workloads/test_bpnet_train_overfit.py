@@ -51,13 +51,15 @@ def test_tiny_bpnet_overfits_coco_mini_to_ap_0_8(coco_mini, tmp_path):
             "batch_size": 4,
             "shuffle_buffer_size": 1,  # in order: every batch holds the four images
             "workers": 0,
-            "pose_config": {"target_shape": [20, 30], "pose_config_path": str(ROOT / "specs/bpnet/bpnet_18joints.json")},
+            "pose_config": {"target_shape": [20, 30],
+                            "pose_config_path": str(ROOT / "specs/bpnet/bpnet_18joints.json")},
             "image_config": {"image_dims": {"height": 160, "width": 240}},
             "dataset_config": {"root_data_path": str(tmp_path), "train_records_folder_path": str(tmp_path),
                                "train_records_path": ["train"] * REPEATS, "dataset_specs": {"coco": str(dataset_spec)}},
             "augmentation_config": {
                 "spatial_augmentation_mode": "standard_with_fixed_aspect_ratio",
-                "spatial_aug_params": {"flip_lr_prob": 0.0, "rotate_deg_max": 0.0, "translate_max_x": 0.0, "translate_max_y": 0.0},
+                "spatial_aug_params": {"flip_lr_prob": 0.0, "rotate_deg_max": 0.0, "translate_max_x": 0.0,
+                                       "translate_max_y": 0.0},
             },
         },
         "model": {"backbone_attributes": {"architecture": "tiny"}, "regularization_type": "none"},
@@ -75,7 +77,8 @@ def test_tiny_bpnet_overfits_coco_mini_to_ap_0_8(coco_mini, tmp_path):
     infer_spec = tmp_path / "infer.yaml"
     infer_spec.write_text(yaml.safe_dump({"input_shape": [160, 240], "keep_aspect_ratio_mode": "None"}))
     evaluation = tmp_path / "eval"
-    assert main(["bpnet", "evaluate", "--inference_spec", str(infer_spec), "--model_filename", str(results / "model_final.pth"),
+    assert main(["bpnet", "evaluate", "--inference_spec", str(infer_spec), "--model_filename",
+                 str(results / "model_final.pth"),
                  "--dataset_spec", str(dataset_spec), "--results_dir", str(evaluation)]) == 0
     metrics = json.loads((evaluation / "metrics.json").read_text())
     print(f"coco-mini AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} after {EPOCHS * REPEATS} steps")

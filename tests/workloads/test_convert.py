@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _spec(root: Path, annotations: str, mask_dir: Path | str, images: str = "images", **fields) -> BpnetDatasetSpec:
-    split = {"images_root_dir_path": images, "mask_root_dir_path": str(mask_dir), "annotation_root_dir_path": annotations}
+    split = {"images_root_dir_path": images, "mask_root_dir_path": str(mask_dir),
+             "annotation_root_dir_path": annotations}
     return BpnetDatasetSpec(root_directory_path=str(root), train_data=split, test_data=split, **fields)
 
 

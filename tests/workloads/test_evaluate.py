@@ -40,10 +40,12 @@ def perturbed_results(coco_mini, seed: int, noise: float = 0.08) -> list[dict]:
         kps = np.array(ann["keypoints"], dtype=np.float64).reshape(17, 3)
         kps[:, :2] += rng.normal(0, noise * np.sqrt(ann["area"]), (17, 2))
         kps[:, 2] = rng.random(17)
-        results.append({"image_id": ann["image_id"], "category_id": 1, "keypoints": kps.ravel().tolist(), "score": float(rng.random())})
+        results.append({"image_id": ann["image_id"], "category_id": 1, "keypoints": kps.ravel().tolist(),
+                        "score": float(rng.random())})
     for img in rng.choice(data["images"], 3):
         kps = np.c_[rng.uniform(0, img["width"], 17), rng.uniform(0, img["height"], 17), rng.random(17)]
-        results.append({"image_id": img["id"], "category_id": 1, "keypoints": kps.ravel().tolist(), "score": float(rng.random())})
+        results.append({"image_id": img["id"], "category_id": 1, "keypoints": kps.ravel().tolist(),
+                        "score": float(rng.random())})
     return results
 
 
@@ -165,7 +167,8 @@ def test_per_joint_error_matches_detections_greedily_by_oks(coco_mini):
 
 
 def test_write_evaluation_writes_both_files_atomically_with_nan_as_null(coco_mini, tmp_path):
-    metrics = {**{name: 0.5 for name in METRIC_NAMES}, "per_joint_error_px": {"nose": float("nan"), "left_eye": np.float32(2.5)}}
+    metrics = {**{name: 0.5 for name in METRIC_NAMES},
+               "per_joint_error_px": {"nose": float("nan"), "left_eye": np.float32(2.5)}}
     results_path, metrics_path = write_evaluation(tmp_path / "out", exact_results(coco_mini), metrics)
     assert json.loads(results_path.read_text()) == exact_results(coco_mini)
     written = json.loads(metrics_path.read_text())

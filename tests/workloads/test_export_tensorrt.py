@@ -36,7 +36,8 @@ def test_simple_pose_profile_is_the_crop_size_from_one_to_max_batch():
 @pytest.mark.parametrize("spec", [
     BpnetInferenceSpec(),  # TAO's infer_spec: 368x368, adjust_network_input
     BpnetInferenceSpec(input_shape=(288, 384), multi_scale_inference=True, scales=[0.5, 1.0, 1.5]),
-    BpnetInferenceSpec(input_shape=(256, 320), keep_aspect_ratio_mode=None, multi_scale_inference=True, scales=[1.0, 2.0]),
+    BpnetInferenceSpec(input_shape=(256, 320), keep_aspect_ratio_mode=None, multi_scale_inference=True,
+                       scales=[1.0, 2.0]),
 ])
 def test_bpnet_profile_covers_every_input_size_the_inference_spec_asks_for(spec):
     profile = tensorrt.engine_profile(_info("bpnet"), max_batch_size=4, inference_spec=spec)
@@ -47,7 +48,9 @@ def test_bpnet_profile_covers_every_input_size_the_inference_spec_asks_for(spec)
         for scale in scales:
             h, w = pipeline.plan_input(image_hw, spec.input_shape, spec.keep_aspect_ratio_mode, scale).network_hw
             assert profile.min[2] <= h <= profile.max[2] and profile.min[3] <= w <= profile.max[3], (image_hw, scale)
-    assert profile.opt == (1, 3, *pipeline.plan_input(spec.input_shape, spec.input_shape, spec.keep_aspect_ratio_mode).network_hw)
+    assert profile.opt == (1, 3,
+                           *pipeline.plan_input(spec.input_shape, spec.input_shape,
+                                                spec.keep_aspect_ratio_mode).network_hw)
     assert profile.min[0] == 1 and profile.max[0] == 4
     assert all(lo <= mid <= hi for lo, mid, hi in zip(profile.min, profile.opt, profile.max))
 

@@ -22,7 +22,8 @@ TEMPLATE = np.array([
 ])
 
 
-def person_at(x0: float, y0: float, height: float, rng: np.random.Generator | None = None, jitter_px: float = 0.0) -> np.ndarray:
+def person_at(x0: float, y0: float, height: float, rng: np.random.Generator | None = None,
+              jitter_px: float = 0.0) -> np.ndarray:
     """(K, 2) integer joint positions of a person whose box starts at (x0, y0)."""
     xy = TEMPLATE * (height * 0.5, height) + (x0, y0)
     if rng is not None and jitter_px:
@@ -40,7 +41,8 @@ def render(people: list[np.ndarray], shape: tuple[int, int], sigma_px: float = 1
     reach = int(np.ceil(4 * sigma_px))
     for xy in people:
         for k, (x, y) in enumerate(xy):
-            x0, x1, y0, y1 = max(int(x) - reach, 0), min(int(x) + reach + 1, w), max(int(y) - reach, 0), min(int(y) + reach + 1, h)
+            x0, x1 = max(int(x) - reach, 0), min(int(x) + reach + 1, w)
+            y0, y1 = max(int(y) - reach, 0), min(int(y) + reach + 1, h)
             ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
             window = heatmaps[k, y0:y1, x0:x1]
             np.maximum(window, np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma_px**2)), out=window)
@@ -195,7 +197,8 @@ def noise_maps(seed: int, shape=(60, 50)):
     rng = np.random.default_rng(seed)
     heatmaps = np.stack([cv2.GaussianBlur(rng.random(shape, dtype=np.float32), (0, 0), 2) for _ in range(K)])
     heatmaps = (heatmaps - heatmaps.min()) / (heatmaps.max() - heatmaps.min())
-    pafs = np.stack([cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 4) for _ in range(2 * len(LIMBS))])
+    pafs = np.stack([cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), 4)
+                     for _ in range(2 * len(LIMBS))])
     return heatmaps, 3.0 * pafs
 
 
@@ -216,7 +219,8 @@ def test_vectorised_grouping_matches_the_reference_loop_on_subpixel_peaks():
     # Peaks from another source (a refined decoder) need not sit on pixels.
     heatmaps, pafs = noise_maps(6)
     rng = np.random.default_rng(6)
-    peaks = [np.concatenate([np.clip(p[:, :2] + rng.uniform(-0.5, 0.5, p[:, :2].shape), 0, 49), p[:, 2:]], axis=1).astype(np.float32)
+    peaks = [np.concatenate([np.clip(p[:, :2] + rng.uniform(-0.5, 0.5, p[:, :2].shape), 0, 49), p[:, 2:]],
+                            axis=1).astype(np.float32)
              for p in find_peaks(heatmaps, threshold=0.1, sigma_smooth=1.0)]
     fast = group_people(peaks, pafs, LIMBS, 0.05, min_parts=2, min_score=0.0)
     slow = reference_group_people(peaks, pafs, LIMBS, 0.05, min_parts=2, min_score=0.0)
@@ -233,7 +237,8 @@ def test_bilinear_grouping_matches_the_reference_loop(seed):
     # rejection) must give the oracle's skeletons bit for bit.
     heatmaps, pafs = noise_maps(seed)
     rng = np.random.default_rng(seed)
-    peaks = [np.concatenate([np.clip(p[:, :2] + rng.uniform(-0.5, 0.5, p[:, :2].shape), 0, 49), p[:, 2:]], axis=1).astype(np.float32)
+    peaks = [np.concatenate([np.clip(p[:, :2] + rng.uniform(-0.5, 0.5, p[:, :2].shape), 0, 49), p[:, 2:]],
+                            axis=1).astype(np.float32)
              for p in find_peaks(heatmaps, threshold=0.1, sigma_smooth=1.0)]
     kwargs = dict(min_parts=2, min_score=0.0, interpolation="bilinear")
     fast = group_people(peaks, pafs, LIMBS, 0.05, **kwargs)
@@ -259,7 +264,8 @@ def test_refined_peaks_land_on_subpixel_gaussian_centres():
     # Gaussians centred between grid points: refinement recovers the centre and the height.
     centres = np.array([[10.3, 12.8], [25.5, 6.25], [0.0, 20.4]])
     ys, xs = np.mgrid[0:30, 0:40].astype(np.float64)
-    heatmaps = np.stack([np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 0.9**2)) for x, y in centres]).astype(np.float32)
+    heatmaps = np.stack([np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 0.9**2))
+                         for x, y in centres]).astype(np.float32)
     peaks = refine_peaks(heatmaps, find_peaks(heatmaps, 0.05, 0.0, cross=True), 0.1)
     for (x, y), found in zip(centres, peaks):
         assert found.shape == (1, 3)

@@ -21,7 +21,8 @@ from pose_workloads.specs import COCO17, load_pose_config
 
 ROOT = Path(__file__).resolve().parents[2]
 STRIDE = 8
-POSE_CONFIGS = pytest.mark.parametrize("pose_config_file", ["specs/bpnet/bpnet_18joints.json", None], ids=["18_joints_with_neck", "coco17_limbs"])
+POSE_CONFIGS = pytest.mark.parametrize("pose_config_file", ["specs/bpnet/bpnet_18joints.json", None],
+                                       ids=["18_joints_with_neck", "coco17_limbs"])
 
 
 def ground_truth_maps(people_kpts: np.ndarray, limbs, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +65,8 @@ def coco_mini_ap(coco_mini, pose_config_file, network_resolution: bool) -> tuple
             results.append({"image_id": image.image_id, "category_id": 1,
                             "keypoints": person.reshape(-1).tolist(), "score": float(score)})
     labelled = sum(1 for p in dataset.people if p.num_keypoints > 0)
-    return coco_keypoint_metrics(coco_mini.keypoints, results, COCO17.oks_sigmas, backend="faster"), len(results), labelled
+    metrics = coco_keypoint_metrics(coco_mini.keypoints, results, COCO17.oks_sigmas, backend="faster")
+    return metrics, len(results), labelled
 
 
 @POSE_CONFIGS

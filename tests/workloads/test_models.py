@@ -63,7 +63,8 @@ def test_every_variant_gives_one_heatmap_per_joint_at_stride_4(name):
         model = build_model("simple-pose", {"name": name}, num_joints=17)
         if any(deep in name for deep in DEEP):
             first, last = model.head[0], model.head[-1]
-            assert (first.in_channels, last.out_channels, model.backbone.stride) == (model.backbone.out_channels, 17, 32)
+            got = (first.in_channels, last.out_channels, model.backbone.stride)
+            assert got == (model.backbone.out_channels, 17, 32)
         else:
             assert model(torch.empty(2, 3, 256, 192)).shape == (2, 17, 64, 48)
     assert model.stride == 4
@@ -159,7 +160,8 @@ def test_backbone_state_dict_matches_the_reference_library_layout(reference):
     assert ours == LAYOUT[reference]
 
 
-def _classifier_file(backbone: nn.Module, path: Path, prefix: str, head: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _classifier_file(backbone: nn.Module, path: Path, prefix: str,
+                     head: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A full classifier file as torchvision writes one: the trunk plus its classifier."""
     state = {prefix + k: torch.randn_like(v) if v.is_floating_point() else v for k, v in backbone.state_dict().items()}
     state.update({prefix + k: v for k, v in head.items()})
@@ -186,7 +188,8 @@ def test_backbone_weights_round_trip_through_a_torchvision_file(tmp_path, make_b
 
 def test_backbone_weights_under_a_state_dict_key_load(tmp_path):
     source = mobilenet.mobilenet_v3_small()
-    torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in source.state_dict().items()}}, tmp_path / "ckpt.pth")
+    torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in source.state_dict().items()}},
+               tmp_path / "ckpt.pth")
     backbone = mobilenet.mobilenet_v3_small()
     load_backbone_weights(backbone, tmp_path / "ckpt.pth")
     assert torch.equal(backbone.features[-1][0].weight, source.features[-1][0].weight)
@@ -304,7 +307,8 @@ def test_bpnet_config_ignores_tao_keys_it_does_not_use():
 
 @pytest.mark.parametrize(
     "change, field",
-    [({"stages": 1}, "stages"), ({"paf_channels": 37}, "paf_channels"), ({"backbone_attributes": {"architecture": "resnet"}}, "architecture")],
+    [({"stages": 1}, "stages"), ({"paf_channels": 37}, "paf_channels"),
+     ({"backbone_attributes": {"architecture": "resnet"}}, "architecture")],
 )
 def test_bad_bpnet_config_names_the_field(change, field):
     with pytest.raises(BadInput, match=field):
@@ -394,7 +398,8 @@ def test_bpnet_exports_to_onnx_with_dynamic_batch_height_and_width(tmp_path):
     for conv in model.output_convs():
         nn.init.normal_(conv.weight, std=0.1)
     images = torch.randn(2, 3, 96, 160)
-    got = _export_and_run(model, torch.randn(1, 3, 64, 64), images, {0: "batch", 2: "height", 3: "width"}, tmp_path / "b.onnx")
+    got = _export_and_run(model, torch.randn(1, 3, 64, 64), images, {0: "batch", 2: "height", 3: "width"},
+                          tmp_path / "b.onnx")
     with torch.no_grad():
         expected = [t.numpy() for pair in model(images) for t in pair]
     assert [g.shape for g in got] == [e.shape for e in expected]

@@ -72,7 +72,8 @@ def test_signal_mid_epoch_checkpoints_the_step_and_resume_matches_uninterrupted(
     run_training(toy_job(stopped, **settings))
     _assert_same_weights(stopped, straight)
     assert [r["epoch"] for r in read_metrics(stopped)] == [1, 2, 3]
-    assert [r["loss"] for r in read_metrics(stopped)] == pytest.approx([r["loss"] for r in read_metrics(straight)], rel=1e-6)
+    assert [r["loss"] for r in read_metrics(stopped)] == pytest.approx([r["loss"] for r in read_metrics(straight)],
+                                                                       rel=1e-6)
 
 
 def test_a_stop_at_an_epoch_end_keeps_the_epoch_checkpoint(tmp_path):

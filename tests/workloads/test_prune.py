@@ -216,7 +216,8 @@ def test_pruned_model_retrains_through_load_graph_and_stays_pruned(model_file, t
     assert save_module and sum(p.numel() for p in model.parameters()) == pruned_params
     results = tmp_path / "retrain"
     job = TrainJob(network="bpnet", model=model, model_config=model_config, pose_config=COCO17, input_size=(64, 64),
-                   train_dataset=_Batches(), loss_fn=bpnet_train.bpnet_loss, results_dir=results, epochs=1, batch_size=2,
+                   train_dataset=_Batches(), loss_fn=bpnet_train.bpnet_loss, results_dir=results, epochs=1,
+                   batch_size=2,
                    lr=1e-3, optimizer="sgd", schedule=Schedule(kind="constant"), amp=False, channels_last=False,
                    save_module=True, spec=spec)
     weights_before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -64,7 +64,8 @@ def test_joints_below_the_score_threshold_and_their_limbs_are_not_drawn():
 
 
 def test_sides_of_a_custom_joint_set_come_from_names_then_flip_pairs():
-    config = PoseConfig(keypoints=["head", "l_hand", "r_hand", "a", "b"], skeleton=[(0, 1), (3, 4)], flip_pairs=[(3, 4)])
+    config = PoseConfig(keypoints=["head", "l_hand", "r_hand", "a", "b"], skeleton=[(0, 1), (3, 4)],
+                        flip_pairs=[(3, 4)])
     assert joint_sides(config) == ["centre", "left", "right", "left", "right"]
     drawn = draw_skeletons(np.zeros((50, 50, 3), np.uint8), np.full((1, 5, 3), 10.0), config)
     assert drawn.shape == (50, 50, 3)

@@ -34,19 +34,22 @@ def test_checkpoint_info_carries_the_training_normalization():
     assert model_info({**ckpt, "spec": None}).normalization is None
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notice (see pose_workloads/export)
+# The TorchScript exporter's notice (see pose_workloads/export).
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_onnx_file_without_pose_metadata_is_refused(tmp_path):
     path = tmp_path / "plain.onnx"
     torch.onnx.export(torch.nn.Conv2d(3, 2, 1), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False)
 
-    with pytest.raises(BadInput, match=r"plain.onnx: ONNX file has no 'pose' metadata; export it with `pose ... export`"):
+    with pytest.raises(BadInput,
+                       match=r"plain.onnx: ONNX file has no 'pose' metadata; export it with `pose ... export`"):
         load_predictor(path)
 
 
 @pytest.mark.parametrize("name, content, message", [
     ("model.tlt", b"x", r"unknown model file type '.tlt'; use one of .pth, .pt, .onnx, .engine"),
     ("missing.pth", None, r"model file not found"),
-    ("model.engine", b"x", r"missing model.engine.json beside the engine; build engines with `pose ... export --engine_file`"),
+    ("model.engine", b"x",
+     r"missing model.engine.json beside the engine; build engines with `pose ... export --engine_file`"),
 ])
 def test_unusable_model_files_say_what_to_do(tmp_path, name, content, message):
     path = tmp_path / name

@@ -101,9 +101,11 @@ def test_heatmap_accuracy_counts_peaks_within_half_a_tenth_of_the_map():
 
 
 def test_evaluate_with_detected_boxes_writes_results_and_every_metric(coco_mini, tmp_path, untrained_model, capsys):
-    spec = write_spec(tmp_path / "spec.yaml", mini_data(coco_mini, val_detections=str(coco_mini.detections), detection_score_threshold=0.5),
+    spec = write_spec(tmp_path / "spec.yaml",
+                      mini_data(coco_mini, val_detections=str(coco_mini.detections), detection_score_threshold=0.5),
                       evaluate={"flip_test": False, "decoder": "argmax"})
-    args = argparse.Namespace(spec=str(spec), model=str(untrained_model), results_dir=str(tmp_path / "eval"), overrides=[])
+    args = argparse.Namespace(spec=str(spec), model=str(untrained_model), results_dir=str(tmp_path / "eval"),
+                              overrides=[])
     assert evaluate(args) == 0
     metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert set(METRIC_NAMES) <= set(metrics)
@@ -120,7 +122,8 @@ def test_evaluate_refuses_a_model_of_another_joint_set(coco_mini, tmp_path, untr
     config = tmp_path / "crowdpose.json"
     config.write_text(CROWDPOSE.model_dump_json())
     spec = write_spec(tmp_path / "spec.yaml", mini_data(coco_mini, pose_config=str(config)))
-    code = workload_main(["simple-pose", "evaluate", "-e", str(spec), "-m", str(untrained_model), "-r", str(tmp_path / "r")])
+    code = workload_main(["simple-pose", "evaluate", "-e", str(spec), "-m", str(untrained_model), "-r",
+                          str(tmp_path / "r")])
     assert code == 2
     assert not (tmp_path / "r/metrics.json").exists()
 
@@ -141,7 +144,8 @@ def test_inference_on_a_directory_uses_boxes_keyed_by_image_id(coco_mini, tmp_pa
     for name in ("000000000785.jpg", "000000040083.jpg"):
         (images / name).write_bytes((coco_mini.images / name).read_bytes())
     boxes = tmp_path / "boxes.json"
-    chosen = [d for d in json.loads(coco_mini.detections.read_text()) if d["image_id"] in (785, 40083) and d["score"] > 0.3]
+    detections = json.loads(coco_mini.detections.read_text())
+    chosen = [d for d in detections if d["image_id"] in (785, 40083) and d["score"] > 0.3]
     boxes.write_text(json.dumps(chosen))
     args = argparse.Namespace(model=str(untrained_model), input=str(images), results_dir=str(tmp_path / "out"),
                               boxes=str(boxes), spec=None, overrides=[])
@@ -258,5 +262,6 @@ def test_every_shipped_spec_validates_and_names_a_known_model(spec_file):
     assert spec.model.name in VARIANTS
     if spec_file.stem != "demo":
         # GluonCV's recipe (train_simple_pose.py) and a README row with the zoo's AP.
-        assert (spec.train.optimizer, spec.train.lr, spec.train.lr_steps, spec.train.epochs) == ("adam", 1e-3, [90, 120], 140)
+        got = (spec.train.optimizer, spec.train.lr, spec.train.lr_steps, spec.train.epochs)
+        assert got == ("adam", 1e-3, [90, 120], 140)
         assert f"`{spec_file.name}`" in (spec_file.parent / "README.md").read_text()

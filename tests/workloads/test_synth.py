@@ -27,7 +27,8 @@ def _files(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> tuple[Path, dict]:
-    root = synth.write_synthetic_dataset(tmp_path_factory.mktemp("synth"), images=40, seed=1, max_people=4, size=(160, 128), show_progress=False)
+    root = synth.write_synthetic_dataset(tmp_path_factory.mktemp("synth"), images=40, seed=1, max_people=4,
+                                         size=(160, 128), show_progress=False)
     return root, json.loads((root / synth.ANNOTATIONS_FILE).read_text())
 
 
@@ -113,7 +114,8 @@ def test_upright_bodies_keep_human_proportions(dataset):
 
 def test_crowdpose_config_draws_its_14_joints_with_head_above_neck(tmp_path):
     config = load_pose_config(CROWDPOSE)
-    root = synth.write_synthetic_dataset(tmp_path, images=12, seed=2, size=(128, 128), pose_config=config, show_progress=False)
+    root = synth.write_synthetic_dataset(tmp_path, images=12, seed=2, size=(128, 128), pose_config=config,
+                                         show_progress=False)
     loaded = load_coco(root / "images", root / synth.ANNOTATIONS_FILE, config)
     assert loaded.people and all(p.keypoints.shape == (14, 3) for p in loaded.people)
     head, neck = config.keypoints.index("head"), config.keypoints.index("neck")

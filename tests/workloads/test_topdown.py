@@ -161,10 +161,13 @@ def test_half_body_crop_centres_on_one_labelled_half(tmp_path, pose_config):
     upper, lower = body_halves(pose_config.keypoints)
     rng = np.random.default_rng(0)
     keypoints = np.zeros((pose_config.num_joints, 3), dtype=np.float32)
-    keypoints[upper] = np.c_[rng.uniform(140, 180, len(upper)), rng.uniform(60, 100, len(upper)), np.full(len(upper), 2)]
-    keypoints[lower] = np.c_[rng.uniform(140, 180, len(lower)), rng.uniform(150, 190, len(lower)), np.full(len(lower), 2)]
+    keypoints[upper] = np.c_[rng.uniform(140, 180, len(upper)), rng.uniform(60, 100, len(upper)),
+                             np.full(len(upper), 2)]
+    keypoints[lower] = np.c_[rng.uniform(140, 180, len(lower)), rng.uniform(150, 190, len(lower)),
+                             np.full(len(lower), 2)]
     path = blob_image(tmp_path / "a.png", [])
-    aug = TopDownAugmentation(scale_factor=0.0, rotation_prob=0.0, flip=False, half_body_prob=1.0, half_body_min_joints=8)
+    aug = TopDownAugmentation(scale_factor=0.0, rotation_prob=0.0, flip=False, half_body_prob=1.0,
+                              half_body_min_joints=8)
     ds = TopDownDataset([person(path, keypoints, bbox=(130, 50, 60, 150))], pose_config, input_size=INPUT, aug=aug)
     centres = set()
     for epoch in range(10):

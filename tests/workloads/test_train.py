@@ -166,7 +166,8 @@ def test_resume_after_kill_9_mid_epoch_matches_uninterrupted_run(tmp_path):
     want, got = final_weights(straight), final_weights(killed)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
-    assert [r["loss"] for r in read_metrics(killed)] == pytest.approx([r["loss"] for r in read_metrics(straight)], rel=1e-5)
+    assert [r["loss"] for r in read_metrics(killed)] == pytest.approx([r["loss"] for r in read_metrics(straight)],
+                                                                      rel=1e-5)
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process_on_the_same_global_batch(tmp_path):
@@ -208,7 +209,8 @@ def test_a_failed_task_is_one_error_line_and_exit_1(monkeypatch, capsys):
 
     monkeypatch.setattr(pose_workloads.info, "main", diverging)
     assert entry.main(["info"]) == 1
-    assert capsys.readouterr().err == "error: Loss is nan, stopping training (epoch 1, step 1); loss parts: {'paf': 0.25}\n"
+    assert capsys.readouterr().err == (
+        "error: Loss is nan, stopping training (epoch 1, step 1); loss parts: {'paf': 0.25}\n")
 
 
 def test_stale_temp_file_from_a_killed_save_is_removed(tmp_path):
@@ -318,7 +320,8 @@ def _main() -> None:
     torch.set_num_threads(1)
     data = ToyData(size=48, noise=args.noise, delay_s=args.delay)
     run_training(toy_job(args.results_dir, epochs=args.epochs, batch_size=args.batch, train_dataset=data,
-                         workers=args.workers, optimizer="sgd", lr=0.05, schedule=Schedule(kind="step", steps=(2,), factor=0.5)))
+                         workers=args.workers, optimizer="sgd", lr=0.05,
+                         schedule=Schedule(kind="step", steps=(2,), factor=0.5)))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from pose_workloads.serving.server import find_tritonserver, infer, running_serv
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Low thresholds, so that the random tiny bpnet finds people to compare.
-BPNET_SPEC = {"input_shape": [96, 96], "heatmap_threshold": 0.1, "paf_threshold": 0.0, "min_parts": 2, "min_person_score": 0.0}
+BPNET_SPEC = {"input_shape": [96, 96], "heatmap_threshold": 0.1, "paf_threshold": 0.0, "min_parts": 2,
+              "min_person_score": 0.0}
 MAX_BATCH = 96  # coco-mini has up to 37 detections per image: 74 crops with the flip test
 # The tiny bpnet with COCO-17's channels: 17 joints + background, 19 limbs.
 BPNET_CONFIG = {"backbone_attributes": {"architecture": "tiny"}, "stages": 2, "heat_channels": 18, "paf_channels": 38}
@@ -57,7 +58,8 @@ def test_every_config_parses_with_tritons_model_config(write_model, tmp_path, ne
         onnx, onnx_repository, _ = export(write_model, tmp_path, network, "onnxruntime")
         settings = load_pipeline(onnx_repository / "preprocess/1/pose.json").settings
         (tmp_path / "model.engine").write_bytes(b"engine")
-        repository = write_repository(tmp_path / "trt", onnx, "tensorrt", MAX_BATCH, settings, tmp_path / "model.engine")
+        repository = write_repository(tmp_path / "trt", onnx, "tensorrt", MAX_BATCH, settings,
+                                      tmp_path / "model.engine")
     else:
         _, repository, _ = export(write_model, tmp_path, network, backend)
 
@@ -142,7 +144,8 @@ def test_triton_finds_the_keypoints_pose_inference_finds(served, coco_mini, tmp_
     network, onnx, flags, server = served
     results = tmp_path / "results"
     if network == "simple-pose":
-        assert workload(["simple-pose", "inference", "-m", str(onnx), "--input", str(coco_mini.images), "-r", str(results),
+        assert workload(["simple-pose", "inference", "-m", str(onnx), "--input", str(coco_mini.images), "-r",
+                         str(results),
                          "--boxes", str(coco_mini.detections)]) == 0
         expected: dict[str, list] = {}
         for entry in json.loads((results / "keypoints_results.json").read_text()):
@@ -159,7 +162,8 @@ def test_triton_finds_the_keypoints_pose_inference_finds(served, coco_mini, tmp_
 
     compared = 0
     for image in sorted(coco_mini.images.glob("*.jpg")):
-        people = infer(server.url, image.read_bytes(), _boxes(coco_mini, image.name) if network == "simple-pose" else None)
+        people = infer(server.url, image.read_bytes(),
+                       _boxes(coco_mini, image.name) if network == "simple-pose" else None)
         want = np.array(expected.get(image.name, []), np.float32).reshape(-1, *people.keypoints.shape[1:])
         assert people.keypoints.shape == want.shape, image.name  # the same people
         np.testing.assert_allclose(people.keypoints, want, atol=rounding + 1e-3, rtol=0)
@@ -178,7 +182,8 @@ def test_triton_matches_the_inference_pipeline_to_a_thousandth_of_a_pixel(served
 
         predictor = load_predictor(onnx, device="cpu")
         run = lambda image, name: predict_people(lambda x: predictor(x)[0], image, _boxes(coco_mini, name),  # noqa: E731
-                                                 predictor.info.pose_config, tuple(predictor.info.input_size), EvalSettings(batch_size=8))
+                                                 predictor.info.pose_config, tuple(predictor.info.input_size),
+                                                 EvalSettings(batch_size=8))
     else:
         from argparse import Namespace
 
@@ -188,7 +193,8 @@ def test_triton_matches_the_inference_pipeline_to_a_thousandth_of_a_pixel(served
         run = lambda image, name: predict_people(opened.predictor, image, settings, opened.predictor.info.pose_config).keypoints  # noqa: E731
     for image_path in sorted(coco_mini.images.glob("*.jpg")):
         want = run(read_image(image_path), image_path.name)
-        got = infer(server.url, image_path.read_bytes(), _boxes(coco_mini, image_path.name) if network == "simple-pose" else None)
+        got = infer(server.url, image_path.read_bytes(),
+                    _boxes(coco_mini, image_path.name) if network == "simple-pose" else None)
         assert got.keypoints.shape == want.shape
         assert np.abs(got.keypoints - want).max(initial=0.0) <= 1e-3, image_path.name
 

@@ -35,7 +35,8 @@ def main(args) -> int:
     split = dataset_spec.test_data
     annotations = dataset_spec.resolve(split.annotation_root_dir_path)
     data = load_coco(dataset_spec.resolve(split.images_root_dir_path), annotations, annotation_config)
-    print(f"evaluating {describe(model_path, opened, settings)} on {len(data.images)} images of {annotations}", flush=True)
+    print(f"evaluating {describe(model_path, opened, settings)} on {len(data.images)} images of {annotations}",
+          flush=True)
 
     results: list[dict] = []
     network_ms = grouping_ms = 0.0

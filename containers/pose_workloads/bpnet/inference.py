@@ -97,7 +97,8 @@ def main(args) -> int:
             video.capture.release()
 
     frames_done = len(records)
-    mean_ms = {key: round(sum(r["timings_ms"][key] for r in records) / frames_done, 2) for key in records[0]["timings_ms"]}
+    mean_ms = {key: round(sum(r["timings_ms"][key] for r in records) / frames_done, 2)
+               for key in records[0]["timings_ms"]}
     detections = {
         "metadata": {
             "model": str(model_path),
@@ -122,7 +123,8 @@ def main(args) -> int:
     }
     write_atomic(out_dir / DETECTIONS_FILE, json.dumps(detections))
     people = detections["metadata"]["people"]
-    print(f"{people} people in {frames_done} frames; per frame: network {mean_ms['network']:.1f} ms, grouping {mean_ms['grouping']:.1f} ms")
+    print(f"{people} people in {frames_done} frames; per frame: network {mean_ms['network']:.1f} ms, "
+          f"grouping {mean_ms['grouping']:.1f} ms")
     if args.dump_visualizations:
         print(f"drew skeletons into {annotated_dir}")
     print(f"wrote {out_dir / DETECTIONS_FILE}")

@@ -49,7 +49,8 @@ def _round_up(value: float, multiple: int = STRIDE) -> int:
     return max(multiple, math.ceil(round(value, 6) / multiple) * multiple)
 
 
-def plan_input(image_hw: tuple[int, int], input_shape: tuple[int, int], mode: str | None, scale: float = 1.0) -> InputPlan:
+def plan_input(image_hw: tuple[int, int], input_shape: tuple[int, int], mode: str | None,
+               scale: float = 1.0) -> InputPlan:
     """The network input for one image (TAO's keep_aspect_ratio_mode), at `scale` x input_shape.
 
     - adjust_network_input: the height is input_shape's (x scale); the width follows the image's
@@ -102,7 +103,8 @@ def inference_settings(spec: BpnetInferenceSpec, normalization: BpnetNormalizati
         fixed = (int(fixed_input[0]), int(fixed_input[1]))
         if scales != (1.0,) or mode != "pad_image_input" or shape != fixed:
             notice = (f"note: the model's input is fixed at {fixed[0]}x{fixed[1]}: running single-scale with "
-                      f"pad_image_input at that size (the spec asked for {shape[0]}x{shape[1]}, {mode}, scales {list(scales)})")
+                      f"pad_image_input at that size (the spec asked for {shape[0]}x{shape[1]}, {mode}, "
+                      f"scales {list(scales)})")
         scales, mode, shape = (1.0,), "pad_image_input", fixed
     settings = InferenceSettings(
         input_shape=shape, mode=mode, scales=scales, upsample=spec.upsample_maps,
@@ -276,7 +278,8 @@ def open_model(path: str | Path, output_stage: int | None = None) -> OpenModel:
         predictor = load_predictor(path)
         model_file.check_network(path, predictor.info.network, NETWORK)
         if output_stage is not None:
-            print(f"note: output_stage_to_use applies to .pth models; {path.name} gives its last stage", file=sys.stderr)
+            print(f"note: output_stage_to_use applies to .pth models; {path.name} gives its last stage",
+                  file=sys.stderr)
     trained = predictor.info.normalization
     return OpenModel(predictor, BpnetNormalization.model_validate(trained) if trained else None)
 
@@ -292,8 +295,8 @@ def _normalization(spec: BpnetInferenceSpec, spec_path: str, opened: OpenModel) 
     """The inference spec's train_spec (TAO's field) wins, then what the .pth recorded, then TAO's defaults."""
     if spec.train_spec:
         if not Path(spec.train_spec).is_file():
-            raise SpecError(f"{spec_path}: train_spec: {spec.train_spec} not found; fix the path (is its folder mounted?) "
-                            "or set it to null to use the model's own normalisation")
+            raise SpecError(f"{spec_path}: train_spec: {spec.train_spec} not found; fix the path "
+                            "(is its folder mounted?) or set it to null to use the model's own normalisation")
         return load_spec(BpnetTrainSpec, spec.train_spec).dataloader.normalization_params
     return opened.normalization or BpnetNormalization()
 
@@ -303,7 +306,8 @@ def prepare(args) -> tuple[BpnetInferenceSpec, Path, OpenModel, InferenceSetting
     spec = load_spec(BpnetInferenceSpec, args.inference_spec, args.overrides)
     model_path = _model_path(args, spec)
     opened = open_model(model_path, spec.output_stage_to_use)
-    settings, notice = inference_settings(spec, _normalization(spec, args.inference_spec, opened), opened.predictor.fixed_input)
+    settings, notice = inference_settings(spec, _normalization(spec, args.inference_spec, opened),
+                                          opened.predictor.fixed_input)
     if notice:
         print(notice, file=sys.stderr)
     return spec, model_path, opened, settings
@@ -324,7 +328,8 @@ def annotation_joint_index(model_config: PoseConfig, annotation_config: PoseConf
     if missing:
         raise BadInput(
             f"{model_path}: pose_config: the model has no joint {', '.join(missing)} that the annotations "
-            f"({annotation_config.name}) label; evaluate on annotations of the model's joints (dataset spec pose_config_path)"
+            f"({annotation_config.name}) label; evaluate on annotations of the model's joints "
+            "(dataset spec pose_config_path)"
         )
     return [index[name] for name in annotation_config.keypoints]
 

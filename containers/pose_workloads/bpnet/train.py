@@ -112,13 +112,15 @@ def build_train_model(spec: BpnetTrainSpec, pose_config: PoseConfig, spec_path: 
     path = spec.pretrained_weights
     if path and spec.load_graph:
         ckpt = model_file.read(path)
-        model_file.check_network(f"{spec_path}: pretrained_weights: {path}", ckpt["network"], NETWORK, "give a bpnet model file")
+        model_file.check_network(f"{spec_path}: pretrained_weights: {path}", ckpt["network"], NETWORK,
+                                 "give a bpnet model file")
         model = model_file.build_model(ckpt)
         heat, pafs = model.heat_channels, model.paf_channels
         if (heat, pafs) != (spec.model.heat_channels, spec.model.paf_channels):
             raise SpecError(
                 f"{spec_path}: pretrained_weights: {path} outputs {heat} heatmap and {pafs} PAF channels, the spec "
-                f"{spec.model.heat_channels} and {spec.model.paf_channels}; use a model of this pose config or load_graph: False"
+                f"{spec.model.heat_channels} and {spec.model.paf_channels}; "
+                "use a model of this pose config or load_graph: False"
             )
         return model, dict(ckpt.get("model_config") or model_config), ckpt.get("module") is not None
 
@@ -131,7 +133,8 @@ def build_train_model(spec: BpnetTrainSpec, pose_config: PoseConfig, spec_path: 
             own = model.state_dict()
             matching = {k: v for k, v in loaded["state_dict"].items() if k in own and own[k].shape == v.shape}
             if not matching:
-                raise SpecError(f"{spec_path}: pretrained_weights: no tensor of {path} fits this model; check model.backbone_attributes")
+                raise SpecError(f"{spec_path}: pretrained_weights: no tensor of {path} fits this model; "
+                                "check model.backbone_attributes")
             model.load_state_dict(matching, strict=False)
             print(f"pretrained_weights: {len(matching)}/{len(own)} tensors from {path}", flush=True)
         else:
@@ -215,7 +218,8 @@ def main(args) -> int:
 
     rank, world_size = ranks.rank(), ranks.world_size()
     if getattr(args, "gpus", 1) > 1 and world_size == 1:
-        print(f"note: --gpus {args.gpus} but this is one process; the launcher starts torchrun for you", file=sys.stderr)
+        print(f"note: --gpus {args.gpus} but this is one process; the launcher starts torchrun for you",
+              file=sys.stderr)
 
     spec = load_spec(BpnetTrainSpec, args.spec, args.overrides)
     pose_config = load_pose_config(spec.dataloader.pose_config.pose_config_path)
@@ -237,7 +241,8 @@ def main(args) -> int:
         loss, parts = bpnet_loss(outputs, batch)
         if bias_factor > 0 and bias_kind != "none":
             # train.py regularizes kernels only; TAO's bias_regularization_factor adds biases.
-            biases = [m.bias for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd) and m.bias is not None]
+            convs = [m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+            biases = [m.bias for m in convs if m.bias is not None]
             penalty = sum(b.abs().sum() if bias_kind == "l1" else b.pow(2).sum() for b in biases)
             loss = loss + bias_factor * penalty
             parts = {**parts, "bias_regularization": (bias_factor * penalty).detach()}

@@ -177,7 +177,8 @@ def spatial_affine(
         centre = np.array([(width - 1) / 2, (height - 1) / 2])
         scale_x, scale_y = in_w / width, in_h / height
     else:
-        raise ValueError(f"unknown spatial_augmentation_mode {mode!r}; use person_centric, standard or standard_with_fixed_aspect_ratio")
+        raise ValueError(f"unknown spatial_augmentation_mode {mode!r}; "
+                         "use person_centric, standard or standard_with_fixed_aspect_ratio")
 
     centre = centre + np.asarray(params.translate_px, dtype=np.float64)
     theta = math.radians(params.rotate_deg)
@@ -364,13 +365,15 @@ class BpnetShardDataset(IterableDataset):
             rng = np.random.default_rng([self.seed, self.epoch, index])
             params = draw_spatial_params(aug.spatial_aug_params, rng, image.shape[:2])
         elif aug.identity_spatial_aug_params is not None:
-            params = draw_spatial_params(aug.identity_spatial_aug_params, np.random.default_rng([self.seed, index]), image.shape[:2])
+            params = draw_spatial_params(aug.identity_spatial_aug_params, np.random.default_rng([self.seed, index]),
+                                         image.shape[:2])
         affine = spatial_affine(
             aug.spatial_augmentation_mode, params, image.shape[:2], self.input_hw,
             person_centre=tuple(meta["main_center"]), person_size_px=float(meta["main_scale_px"]),
             target_person_scale=aug.spatial_aug_params.target_person_scale,
         )
-        image, mask, people = warp_sample(image, sample["mask"], people, affine, self.pose_config.flip_pairs, self.input_hw)
+        image, mask, people = warp_sample(image, sample["mask"], people, affine, self.pose_config.flip_pairs,
+                                          self.input_hw)
         labels = self.labels(people, mask)
         pixels = (image.astype(np.float32) / self.scale - self.offset).transpose(2, 0, 1)
         return {

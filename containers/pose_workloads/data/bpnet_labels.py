@@ -77,8 +77,10 @@ def bpnet_labels(
     xs, ys = target_grid(target_shape, stride)
     heatmaps = np.empty((num_joints + 1, height, width), np.float32)
     heatmaps[:num_joints] = joint_heatmaps(people, xs, ys, heatmap_sigma_px, stride)
-    heatmaps[num_joints] = np.clip(np.float32(1.0) - heatmaps[:num_joints].max(axis=0, initial=np.float32(0.0)), 0.0, 1.0)
-    pafs = limb_pafs(people, np.asarray(limbs, dtype=np.int64).reshape(-1, 2), xs, ys, paf_ortho_dist_thresh * stride, stride)
+    heatmaps[num_joints] = np.clip(np.float32(1.0) - heatmaps[:num_joints].max(axis=0, initial=np.float32(0.0)), 0.0,
+                                   1.0)
+    pafs = limb_pafs(people, np.asarray(limbs, dtype=np.int64).reshape(-1, 2), xs, ys, paf_ortho_dist_thresh * stride,
+                     stride)
     return BpnetLabels(heatmaps, pafs, downsample_mask(mask, target_shape, stride))
 
 
@@ -91,7 +93,8 @@ def _windows(lo: np.ndarray, hi: np.ndarray, size: int) -> tuple[np.ndarray, np.
     return box, lo[box] + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
-def _cells(rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray], num_boxes: int) -> tuple[np.ndarray, ...]:
+def _cells(rows: tuple[np.ndarray, np.ndarray], cols: tuple[np.ndarray, np.ndarray],
+           num_boxes: int) -> tuple[np.ndarray, ...]:
     """The cells (row x column) of each box from its rows and columns (`_windows`), box-major,
     raster order within a box: (box, row, col)."""
     row_box, row = rows
@@ -128,7 +131,8 @@ def joint_heatmaps(people: np.ndarray, xs: np.ndarray, ys: np.ndarray, sigma_px:
     return maps.reshape(num_joints, height, width).astype(np.float32)
 
 
-def limb_pafs(people: np.ndarray, limbs: np.ndarray, xs: np.ndarray, ys: np.ndarray, thresh: float, stride: int) -> np.ndarray:
+def limb_pafs(people: np.ndarray, limbs: np.ndarray, xs: np.ndarray, ys: np.ndarray, thresh: float,
+              stride: int) -> np.ndarray:
     """(2L, h, w) float32 PAFs: each drawn limb's band tested only in its bounding box, all boxes
     accumulated at once (sums and counts, then the average)."""
     num_limbs, height, width = len(limbs), len(ys), len(xs)
@@ -174,7 +178,8 @@ def downsample_mask(mask: np.ndarray | None, target_shape: tuple[int, int], stri
     if mask is None:
         return np.ones((height, width), dtype=np.float32)
     if mask.shape != (height * stride, width * stride):
-        raise ValueError(f"mask is {mask.shape[0]}x{mask.shape[1]}, expected the input size {height * stride}x{width * stride}")
+        raise ValueError(
+            f"mask is {mask.shape[0]}x{mask.shape[1]}, expected the input size {height * stride}x{width * stride}")
     valid = (mask > 127).astype(np.float32)
     if stride & (stride - 1) == 0:  # a power of two: 1 / stride^2 is exact
         return cv2.resize(valid, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width)

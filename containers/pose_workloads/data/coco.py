@@ -111,7 +111,8 @@ def load_coco(
             image_id, file_name = int(img["id"]), str(img["file_name"])
             width, height = int(img["width"]), int(img["height"])
         except (KeyError, TypeError, ValueError):
-            skip("image entry without id, file_name, width or height", img.get("id", "?") if isinstance(img, dict) else "?")
+            skip("image entry without id, file_name, width or height",
+                 img.get("id", "?") if isinstance(img, dict) else "?")
             continue
         path = os.path.join(images_dir, file_name)
         if not os.path.exists(path):
@@ -160,7 +161,8 @@ def load_coco(
             continue
         keypoints = ann.get("keypoints") or []
         if len(keypoints) and len(keypoints) != 3 * num_joints:
-            skip(f"keypoints has the wrong length (expected 3 x {num_joints} for pose config {pose_config.name})", ann_id)
+            skip(f"keypoints has the wrong length (expected 3 x {num_joints} for pose config {pose_config.name})",
+                 ann_id)
             continue
         flags = keypoints[2::3]
         if any(v not in (0, 1, 2) for v in flags):
@@ -176,7 +178,8 @@ def load_coco(
     try:  # one conversion for all people: this is the part that scales with COCO train
         keypoints_all = np.asarray(keypoint_rows, dtype=np.float32).reshape(-1, num_joints, 3)
     except (TypeError, ValueError):  # a null or a string somewhere: find it row by row
-        keypoints_all = np.stack([_keypoint_row(r, num_joints) for r in keypoint_rows]) if keypoint_rows else np.zeros((0, num_joints, 3), np.float32)
+        keypoints_all = (np.stack([_keypoint_row(r, num_joints) for r in keypoint_rows]) if keypoint_rows
+                         else np.zeros((0, num_joints, 3), np.float32))
     finite = np.isfinite(keypoints_all).all(axis=(1, 2))
     boxes_all = np.asarray([box for _, box in chosen], dtype=np.float32).reshape(-1, 4)
     people: list[Person] = []
@@ -207,7 +210,8 @@ def load_coco(
         )
     if candidates and not people and any(r != "image file missing" for r in skipped):
         reasons = "; ".join(f"{n} {r}" for r, n in skipped.most_common())
-        raise BadInput(f"{annotations_json}: annotations: no usable person left ({reasons}); fix the file or the pose config")
+        raise BadInput(
+            f"{annotations_json}: annotations: no usable person left ({reasons}); fix the file or the pose config")
 
     images = [
         ImageRecord(
@@ -240,7 +244,8 @@ def read_coco_json(path: Path) -> dict[str, Any]:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BadInput(f"{path}: not valid JSON ({err}); give a COCO keypoints annotation file") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+    if not (isinstance(data, dict) and isinstance(data.get("images"), list)
+            and isinstance(data.get("annotations"), list)):
         raise BadInput(
             f"{path}: images/annotations: not a COCO annotation file (needs 'images' and 'annotations' lists); "
             "give a COCO keypoints file such as person_keypoints_val2017.json"

@@ -115,7 +115,8 @@ def convert_dataset(
     digest = input_digest(spec, mode, generate_masks, pose_config, annotations_path)
     current = _complete_manifest(out, digest, mask_dir)
     if current is not None:
-        return ConvertResult(out / MANIFEST, current["samples"], len(current["shards"]), True, Counter(current["skipped"]))
+        return ConvertResult(out / MANIFEST, current["samples"], len(current["shards"]), True,
+                             Counter(current["skipped"]))
 
     coco_set = load_coco(images_dir, annotations_path, pose_config)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,9 +136,11 @@ def convert_dataset(
             ignore = ignore_mask(coco_set.coco, record, coco_set.people)
             mask_png = None if ignore is None else _encode_mask(ignore)
             if mask_dir is not None:
-                write_atomic(mask_dir / f"mask_{record.image_id}.png", mask_png or _encode_mask(np.zeros((record.height, record.width), bool)))
+                write_atomic(mask_dir / f"mask_{record.image_id}.png",
+                             mask_png or _encode_mask(np.zeros((record.height, record.width), bool)))
                 mask_ids.append(record.image_id)
-            mains, reasons = main_people(people, spec.min_person_size_px, spec.min_keypoints, spec.min_inter_person_distance_ratio)
+            mains, reasons = main_people(people, spec.min_person_size_px, spec.min_keypoints,
+                                         spec.min_inter_person_distance_ratio)
             not_main.update(reasons)
             if not mains:
                 not_main["images without a main person"] += 1
@@ -151,7 +154,8 @@ def convert_dataset(
                 continue
             images_with_samples += 1
             for main in mains:
-                meta = sample_meta(record.image_id, Path(record.image_path).name, record.width, record.height, people, main)
+                meta = sample_meta(record.image_id, Path(record.image_path).name, record.width, record.height, people,
+                                   main)
                 key = f"{record.image_id:012d}_{people[main].ann_id}"
                 members = [(f"{key}.{extension}", image_bytes)]
                 if mask_png is not None:
@@ -219,7 +223,8 @@ def main_people(
     return chosen, reasons
 
 
-def sample_meta(image_id: int, file_name: str, width: int, height: int, people: list[Person], main: int) -> dict[str, Any]:
+def sample_meta(image_id: int, file_name: str, width: int, height: int, people: list[Person],
+                main: int) -> dict[str, Any]:
     """The JSON of one sample: every labelled person of the image, and which one is the centre."""
     x, y, w, h = (float(v) for v in people[main].bbox)
     return {
@@ -249,7 +254,8 @@ def _remove_temp_files(folder: Path, *patterns: str) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def input_digest(spec: BpnetDatasetSpec, mode: str, generate_masks: bool, pose_config: PoseConfig, annotations: Path) -> str:
+def input_digest(spec: BpnetDatasetSpec, mode: str, generate_masks: bool, pose_config: PoseConfig,
+                 annotations: Path) -> str:
     """sha256 over everything the output depends on except the image files' bytes."""
     content = hashlib.sha256()
     with open(annotations, "rb") as f:

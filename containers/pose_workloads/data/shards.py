@@ -137,7 +137,8 @@ def read_shards(manifest_path: str | Path, part: int = 0, num_parts: int = 1) ->
                 mine = index % num_parts == part
                 index += 1
                 if mine:
-                    yield _decode_sample(key, {ext: tar.extractfile(m).read() for ext, m in members.items()}, f"{path}:{key}")
+                    yield _decode_sample(key, {ext: tar.extractfile(m).read() for ext, m in members.items()},
+                                         f"{path}:{key}")
 
 
 def _group_members(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, tarfile.TarInfo]]]:

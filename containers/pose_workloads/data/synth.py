@@ -67,7 +67,8 @@ JPEG_QUALITY = 90
 # One image and its annotations.
 # --------------------------------------------------------------------------------------------
 
-def _random_placement(rng: np.random.Generator, width: int, height: int, height_px: float, upright: bool = True) -> Placement:
+def _random_placement(rng: np.random.Generator, width: int, height: int, height_px: float,
+                      upright: bool = True) -> Placement:
     # Mostly upright (people stand), a few lying or tumbling; the pelvis is kept where most of
     # the body is inside the image, so cut-off limbs happen but whole people rarely vanish.
     rotation = rng.normal(0, 0.2) if upright and rng.random() < 0.9 else rng.uniform(-math.pi, math.pi)
@@ -136,10 +137,12 @@ def render_image(
         spread = rng.uniform(0.08, 0.2) * np.array([width, height])
         figures = []
         for _ in range(int(rng.integers(6, 15))):
-            where = Placement(centre + rng.normal(0, 1, 2) * spread, rng.uniform(0.1, 0.2) * height, float(rng.normal(0, 0.1)), float(rng.uniform(0.8, 1.2)))
+            where = Placement(centre + rng.normal(0, 1, 2) * spread, rng.uniform(0.1, 0.2) * height,
+                              float(rng.normal(0, 0.1)), float(rng.uniform(0.8, 1.2)))
             figures.append(where)
         for where in sorted(figures, key=lambda p: p.centre[1]):
-            draw_figure(image, owner, place_figure(sample_pose(rng), where), random_style(rng), np.full(len(PARTS), CROWD_ID), face_details=False)
+            draw_figure(image, owner, place_figure(sample_pose(rng), where), random_style(rng),
+                        np.full(len(PARTS), CROWD_ID), face_details=False)
         gap = 2 * (min(width, height) // 60) + 3
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap, gap))
         crowd = cv2.morphologyEx((owner == CROWD_ID).astype(np.uint8), cv2.MORPH_CLOSE, kernel).astype(bool)
@@ -147,7 +150,8 @@ def render_image(
     # Small people nobody labelled (COCO has many): num_keypoints 0.
     for j in range(int(rng.integers(1, 3)) if not easy and rng.random() < 0.25 else 0):
         where = _random_placement(rng, width, height, rng.uniform(0.08, 0.2) * height)
-        discs = draw_figure(image, owner, place_figure(sample_pose(rng), where), random_style(rng), np.full(len(PARTS), UNLABELLED_ID + j), face_details=False)
+        discs = draw_figure(image, owner, place_figure(sample_pose(rng), where), random_style(rng),
+                            np.full(len(PARTS), UNLABELLED_ID + j), face_details=False)
         unlabelled.append((UNLABELLED_ID + j, discs))
 
     # The labelled people, far (small) to near (large).
@@ -278,8 +282,9 @@ def write_synthetic_dataset(
 ) -> Path:
     """Write `out_dir/images/<id>.jpg` and `out_dir/annotations/person_keypoints.json` (COCO).
 
-    `size` is (width, height); `easy` draws the demo's easier scenes (see `render_image`). The annotation file is removed first and written last (tmp +
-    os.replace), so a run that is killed leaves no file that looks complete. Returns `out_dir`.
+    `size` is (width, height); `easy` draws the demo's easier scenes (see `render_image`). The
+    annotation file is removed first and written last (tmp + os.replace), so a run that is killed
+    leaves no file that looks complete. Returns `out_dir`.
     """
     width, height = size
     if images < 1:
@@ -346,9 +351,11 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(args) -> int:
-    """`pose dataset synth -o DIR [--images N] [--seed S] [--max_people K] [--size WxH] [--pose_config JSON] [--easy]`."""
+    """`pose dataset synth -o DIR [--images N] [--seed S] [--max_people K] [--size WxH] [--pose_config JSON]
+    [--easy]`."""
     size = parse_size(args.size)
     pose_config = load_pose_config(args.pose_config)
-    out = write_synthetic_dataset(args.output, args.images, args.seed, args.max_people, size, pose_config, easy=args.easy)
+    out = write_synthetic_dataset(args.output, args.images, args.seed, args.max_people, size, pose_config,
+                                  easy=args.easy)
     print(f"wrote {args.images} images to {out / 'images'} and their annotations to {out / ANNOTATIONS_FILE}")
     return 0

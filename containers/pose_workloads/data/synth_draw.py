@@ -97,7 +97,8 @@ def draw_figure(image, owner, fig: Figure, style: Style, owner_ids, face_details
     def arm(side):
         sleeve = side_tone(style.shirt, side)
         limb(f"{side}_upper_arm", f"{side}_shoulder", f"{side}_elbow", 0.034, 0.027, sleeve, seam)
-        limb(f"{side}_forearm", f"{side}_elbow", f"{side}_wrist", 0.027, 0.021, sleeve if style.long_sleeves else style.skin, seam)
+        limb(f"{side}_forearm", f"{side}_elbow", f"{side}_wrist", 0.027, 0.021,
+             sleeve if style.long_sleeves else style.skin, seam)
         limb(f"{side}_forearm", f"{side}_wrist", f"{side}_hand", 0.023, 0.021, style.skin)
 
     def leg(side):
@@ -127,7 +128,8 @@ def draw_figure(image, owner, fig: Figure, style: Style, owner_ids, face_details
     cv2.fillPoly(image, [_fx(outline)], style.shirt, cv2.LINE_AA, SHIFT)
     cv2.fillPoly(owner, [_fx(outline)], int(owner_ids[PART["torso"]]), cv2.LINE_8, SHIFT)
     belt = 0.5
-    trousers = [outline[1] + (outline[2] - outline[1]) * belt, outline[2], outline[3], outline[4] + (outline[3] - outline[4]) * belt]
+    trousers = [outline[1] + (outline[2] - outline[1]) * belt, outline[2], outline[3],
+                outline[4] + (outline[3] - outline[4]) * belt]
     cv2.fillConvexPoly(image, _fx(trousers), style.trousers, cv2.LINE_AA, SHIFT)
     discs.extend((x, y, 0.0) for x, y in outline)
     limb("neck", "neck", "head", 0.028, 0.026, style.skin)
@@ -148,7 +150,8 @@ def draw_figure(image, owner, fig: Figure, style: Style, owner_ids, face_details
             if view.face_flags[name] == 2:
                 cv2.circle(image, fixed_point(px[name]), dot, (35, 30, 25), -1, cv2.LINE_AA, SHIFT)
         if view.face_flags["nose"] == 2:
-            cv2.circle(image, fixed_point(px["nose"]), dot, clipped_colour(np.array(style.skin) * 0.7), -1, cv2.LINE_AA, SHIFT)
+            cv2.circle(image, fixed_point(px["nose"]), dot, clipped_colour(np.array(style.skin) * 0.7), -1, cv2.LINE_AA,
+                       SHIFT)
     return np.array(discs)
 
 
@@ -171,14 +174,16 @@ def draw_background(rng: np.random.Generator, height: int, width: int) -> np.nda
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         kind = rng.integers(4)
         if kind == 0:
-            cv2.circle(image, fixed_point((x, y)), int(rng.uniform(0.02, 0.15) * side * ONE), colour, -1, cv2.LINE_AA, SHIFT)
+            cv2.circle(image, fixed_point((x, y)), int(rng.uniform(0.02, 0.15) * side * ONE), colour, -1, cv2.LINE_AA,
+                       SHIFT)
         elif kind == 1:
             w, h = rng.uniform(0.05, 0.4, 2) * side
             cv2.rectangle(image, fixed_point((x, y)), fixed_point((x + w, y + h)), colour, -1, cv2.LINE_AA, SHIFT)
         elif kind == 2:  # a bar about as thick as a limb
             a = np.array([x, y])
             b = a + direction(rng.uniform(0, 2 * math.pi)) * rng.uniform(0.1, 0.4) * side
-            cv2.line(image, fixed_point(a), fixed_point(b), colour, int(rng.integers(2, max(3, side // 25))), cv2.LINE_AA, SHIFT)
+            cv2.line(image, fixed_point(a), fixed_point(b), colour, int(rng.integers(2, max(3, side // 25))),
+                     cv2.LINE_AA, SHIFT)
         else:
             axes = (int(rng.uniform(0.02, 0.12) * side * ONE), int(rng.uniform(0.02, 0.12) * side * ONE))
             cv2.ellipse(image, fixed_point((x, y)), axes, rng.uniform(0, 180), 0, 360, colour, -1, cv2.LINE_AA, SHIFT)

@@ -117,7 +117,8 @@ class TopDownDataset(torch.utils.data.Dataset):
         scale = (1.0 / (255.0 * np.asarray(std, dtype=np.float32))).astype(np.float32)
         offset = (-np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)).astype(np.float32)
         self._pixel_table = np.arange(256, dtype=np.float32)[None, :] * scale[:, None] + offset[:, None]  # (3, 256)
-        self.box_scores = np.ones(len(people), dtype=np.float32) if box_scores is None else np.asarray(box_scores, np.float32)
+        self.box_scores = (np.ones(len(people), dtype=np.float32) if box_scores is None
+                           else np.asarray(box_scores, np.float32))
         self.upper, self.lower = body_halves(pose_config.keypoints)
         self.flip_order = np.arange(pose_config.num_joints)
         for left, right in pose_config.flip_pairs:

@@ -27,7 +27,8 @@ from pose_workloads.specs import BpnetInferenceSpec, load_spec
 def _check_args(args) -> None:
     """Conflicting or impossible flags, before any work."""
     if Path(args.output).suffix != ".onnx":
-        raise BadInput(f"-o {args.output}: the output must end in .onnx (model files are opened by suffix); e.g. model.onnx")
+        raise BadInput(
+            f"-o {args.output}: the output must end in .onnx (model files are opened by suffix); e.g. model.onnx")
     if args.engine_file and Path(args.engine_file).suffix != ".engine":
         raise BadInput(f"--engine_file {args.engine_file}: must end in .engine (model files are opened by suffix); "
                        "e.g. model.engine")
@@ -40,10 +41,11 @@ def _check_args(args) -> None:
         if args.cal_image_dir:
             calibration_images(args.cal_image_dir)
         elif cache is None or not cache.is_file():
-            raise BadInput("--data_type int8: needs --cal_image_dir (a folder of images like the ones the model will see) "
-                           "or an existing --cal_cache_file")
+            raise BadInput("--data_type int8: needs --cal_image_dir (a folder of images like the ones the model "
+                           "will see) or an existing --cal_cache_file")
     elif args.cal_image_dir or args.cal_cache_file:
-        print("note: --cal_image_dir / --cal_cache_file are used only with --engine_file and --data_type int8", file=sys.stderr)
+        print("note: --cal_image_dir / --cal_cache_file are used only with --engine_file and --data_type int8",
+              file=sys.stderr)
     if args.triton_repository:
         check_repository_args(args.triton_repository, args.triton_backend, args.engine_file)
 

@@ -163,7 +163,8 @@ def read_onnx_info(onnx_path: str | Path) -> ModelInfo:
     proto = onnx.load(str(onnx_path), load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
     if ONNX_METADATA_KEY not in meta:
-        raise BadInput(f"{onnx_path}: ONNX file has no '{ONNX_METADATA_KEY}' metadata; export it with `pose ... export`")
+        raise BadInput(
+            f"{onnx_path}: ONNX file has no '{ONNX_METADATA_KEY}' metadata; export it with `pose ... export`")
     return ModelInfo.from_dict(json.loads(meta[ONNX_METADATA_KEY]))
 
 

@@ -37,7 +37,8 @@ class EngineProfile(NamedTuple):
 
 
 
-def engine_profile(info: ModelInfo, max_batch_size: int, inference_spec: BpnetInferenceSpec | None = None) -> EngineProfile:
+def engine_profile(info: ModelInfo, max_batch_size: int,
+                   inference_spec: BpnetInferenceSpec | None = None) -> EngineProfile:
     """The input shapes an engine is built for.
 
     simple-pose: the trained crop size, batch 1 .. max_batch_size (optimised for full batches:
@@ -50,7 +51,8 @@ def engine_profile(info: ModelInfo, max_batch_size: int, inference_spec: BpnetIn
         raise BadInput(f"--max_batch_size {max_batch_size}: must be at least 1, e.g. 8")
     if info.network != "bpnet":
         height, width = info.input_size
-        return EngineProfile((1, 3, height, width), (max_batch_size, 3, height, width), (max_batch_size, 3, height, width))
+        return EngineProfile((1, 3, height, width), (max_batch_size, 3, height, width),
+                             (max_batch_size, 3, height, width))
 
     from pose_workloads.bpnet.pipeline import plan_input
 

@@ -43,7 +43,8 @@ from pose_workloads.specs.bpnet import BPNET_STRIDE
 from .resnet import init_like_torchvision
 
 
-def separable_conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+def separable_conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                   dilation: int = 1) -> nn.Sequential:
     """Depthwise kxk + BN + ReLU, pointwise 1x1 + BN + ReLU (MobileNetV1's block)."""
     padding = (kernel_size - 1) // 2 * dilation
     return nn.Sequential(
@@ -108,7 +109,8 @@ class SeparableTrunk(nn.Module):
     def __init__(self, stem_channels: int, blocks: list[tuple[int, int, int]]):
         super().__init__()
         layers: list[nn.Module] = [
-            nn.Sequential(nn.Conv2d(3, stem_channels, 3, 2, 1, bias=False), nn.BatchNorm2d(stem_channels), nn.ReLU(inplace=True))
+            nn.Sequential(nn.Conv2d(3, stem_channels, 3, 2, 1, bias=False), nn.BatchNorm2d(stem_channels),
+                          nn.ReLU(inplace=True))
         ]
         in_channels = stem_channels
         for out_channels, stride, dilation in blocks:
@@ -169,7 +171,8 @@ def align_interface(in_channels: int, channels: int, use_bias: bool) -> nn.Seque
 # Stages
 # --------------------------------------------------------------------------------------------
 
-def stage_trunk(in_channels: int, channels: int, kernels: tuple[int, ...], separable: bool, use_bias: bool) -> nn.Sequential:
+def stage_trunk(in_channels: int, channels: int, kernels: tuple[int, ...], separable: bool,
+                use_bias: bool) -> nn.Sequential:
     layers = []
     for kernel_size in kernels:
         if separable:
@@ -253,7 +256,8 @@ ARCHITECTURES: dict[str, BpnetArchitecture] = {
 
 
 class BodyPoseNet(nn.Module):
-    def __init__(self, architecture: BpnetArchitecture, stages: int = 3, heat_channels: int = 19, paf_channels: int = 38,
+    def __init__(self, architecture: BpnetArchitecture, stages: int = 3, heat_channels: int = 19,
+                 paf_channels: int = 38,
                  use_self_attention: bool = False, use_bias: bool = True, backbone_bias: bool = True):
         super().__init__()
         arch, channels = architecture, architecture.channels
@@ -308,7 +312,8 @@ def body_pose_net(
         BadInput (a ValueError): an unknown architecture (listing the valid ones) or stages < 2.
     """
     if architecture not in ARCHITECTURES:
-        raise BadInput(f"model.backbone_attributes.architecture: unknown {architecture!r}; use one of: {', '.join(ARCHITECTURES)}")
+        raise BadInput(f"model.backbone_attributes.architecture: unknown {architecture!r}; "
+                       f"use one of: {', '.join(ARCHITECTURES)}")
     if stages < 2:
         raise BadInput(f"model.stages: {stages} is too few; use at least 2 (the initial stage and one refinement)")
     return BodyPoseNet(ARCHITECTURES[architecture], stages, heat_channels, paf_channels, use_self_attention, use_bias,

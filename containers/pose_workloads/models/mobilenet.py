@@ -147,7 +147,8 @@ class InvertedResidualV3(nn.Module):
             layers.append(conv_norm_activation(in_channels, cfg.expanded, 1, norm=_bn_v3, activation=activation))
         layers.append(
             conv_norm_activation(
-                cfg.expanded, cfg.expanded, cfg.kernel, cfg.stride, groups=cfg.expanded, norm=_bn_v3, activation=activation
+                cfg.expanded, cfg.expanded, cfg.kernel, cfg.stride, groups=cfg.expanded, norm=_bn_v3,
+                activation=activation
             )
         )
         if cfg.use_se:

@@ -100,7 +100,8 @@ def shortcut(in_channels: int, out_channels: int, stride: int, avg_down: bool) -
 
 
 def make_layer(
-    block: type[BasicBlock] | type[Bottleneck], in_channels: int, channels: int, blocks: int, stride: int, avg_down: bool
+    block: type[BasicBlock] | type[Bottleneck], in_channels: int, channels: int, blocks: int, stride: int,
+    avg_down: bool
 ) -> nn.Sequential:
     out_channels = channels * block.expansion
     downsample = None
@@ -155,7 +156,8 @@ def init_like_torchvision(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _resnet(block: type[BasicBlock] | type[Bottleneck], layers: list[int], *, deep_stem: bool = False, avg_down: bool = False) -> ResNet:
+def _resnet(block: type[BasicBlock] | type[Bottleneck], layers: list[int], *, deep_stem: bool = False,
+            avg_down: bool = False) -> ResNet:
     return ResNet(block, layers, deep_stem=deep_stem, avg_down=avg_down)
 
 

@@ -45,7 +45,8 @@ class TinyTrunk(nn.Module):
     Each heatmap pixel sees ~80 px of the crop: context for the whole body.
     """
 
-    def __init__(self, channels: tuple[int, ...] = (16, 32, 32, 64, 64, 80), strides: tuple[int, ...] = (2, 2, 1, 2, 1, 2)):
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 32, 64, 64, 80),
+                 strides: tuple[int, ...] = (2, 2, 1, 2, 1, 2)):
         super().__init__()
         layers, in_channels = [], 3
         for out_channels, stride in zip(channels, strides):

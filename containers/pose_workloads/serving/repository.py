@@ -69,10 +69,12 @@ def tensors(onnx_path: str | Path) -> Tensors:
         return tuple(Tensor(v.name, "TYPE_FP32", tuple(d.dim_value if d.dim_value > 0 else -1
                                                         for d in v.type.tensor_type.shape.dim[1:])) for v in values)
 
-    response = (Tensor("KEYPOINTS", "TYPE_FP32", (-1, info.pose_config.num_joints, 3)), Tensor("SCORES", "TYPE_FP32", (-1,)))
+    response = (Tensor("KEYPOINTS", "TYPE_FP32", (-1, info.pose_config.num_joints, 3)),
+                Tensor("SCORES", "TYPE_FP32", (-1,)))
     image = Tensor("IMAGE", "TYPE_UINT8", (-1,))
     if info.network == "bpnet":
-        return Tensors((image,), network(graph.input), (Tensor("IMAGE_HW", "TYPE_INT32", (2,)),), network(graph.output), response)
+        return Tensors((image,), network(graph.input), (Tensor("IMAGE_HW", "TYPE_INT32", (2,)),), network(graph.output),
+                       response)
     return Tensors(
         (image, Tensor("BOXES", "TYPE_FP32", (-1, 4))),
         network(graph.input),
@@ -208,7 +210,8 @@ def write_repository(repository: str | Path, onnx_path: str | Path, backend: str
             f"{PREPROCESS}/1/model.py": model_py("Preprocess"),
             f"{PREPROCESS}/1/{PIPELINE_FILE}": pipeline_json(info, settings, max_batch_size),
             f"{MODEL}/config.pbtxt": _model_config(backend, t, max_batch_size),
-            f"{POSTPROCESS}/config.pbtxt": _python_config(POSTPROCESS, _unbatched(t.network_out) + t.carried, t.response),
+            f"{POSTPROCESS}/config.pbtxt": _python_config(POSTPROCESS, _unbatched(t.network_out) + t.carried,
+                                                          t.response),
             f"{POSTPROCESS}/1/model.py": model_py("Postprocess"),
             f"{POSTPROCESS}/1/{PIPELINE_FILE}": pipeline_json(info, settings, max_batch_size),
         }

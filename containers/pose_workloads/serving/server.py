@@ -96,7 +96,8 @@ def running_server(repository: str | Path, ready_timeout_s: float = 120.0) -> It
     shutil.copy(install.stub, backends / "python" / "triton_python_backend_stub")
     port = _free_port()
     log = work / "tritonserver.log"
-    command = [str(install.binary), f"--model-repository={Path(repository).resolve()}", f"--backend-directory={backends}",
+    command = [str(install.binary), f"--model-repository={Path(repository).resolve()}",
+               f"--backend-directory={backends}",
                f"--http-port={port}", "--allow-grpc=false", "--allow-metrics=false", "--exit-on-error=true"]
     with open(log, "wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=_environment(install),
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repository")
     parser.add_argument("images", nargs="+")
-    parser.add_argument("--boxes", default=None, help="simple-pose: person boxes, COCO results JSON (default: the whole image)")
+    parser.add_argument("--boxes", default=None,
+                        help="simple-pose: person boxes, COCO results JSON (default: the whole image)")
     args = parser.parse_args(argv)
     from pose_workloads.simple_pose.inference import read_boxes
 

@@ -132,7 +132,8 @@ def bpnet_postprocess(pipeline: Pipeline, inputs: dict[str, np.ndarray]) -> dict
     image_hw = tuple(int(v) for v in np.asarray(inputs["IMAGE_HW"]).reshape(2))
     plan = plan_input(image_hw, settings.input_shape, settings.mode)
     # One scale: predict_maps' average over scales is this grid itself.
-    maps = Maps(*outputs_to_map_grid(inputs["heatmaps"], inputs["pafs"], plan, map_grid_hw(image_hw, settings), pose_config))
+    maps = Maps(*outputs_to_map_grid(inputs["heatmaps"], inputs["pafs"], plan, map_grid_hw(image_hw, settings),
+                                     pose_config))
     keypoints, scores = people_from_maps(maps, image_hw, pose_config, settings)
     return {"KEYPOINTS": keypoints.astype(np.float32), "SCORES": np.asarray(scores, np.float32)}
 
@@ -196,7 +197,8 @@ class _PipelineStep:
             try:
                 outputs = self.run(self.pipeline, {k: _from_triton(v) for k, v in inputs.items() if v is not None})
             except (BadRequest, KeyError) as err:
-                responses.append(self.pb.InferenceResponse(output_tensors=[], error=self.pb.TritonError(f"{self.step}: {err}")))
+                responses.append(self.pb.InferenceResponse(output_tensors=[],
+                                                           error=self.pb.TritonError(f"{self.step}: {err}")))
                 continue
             tensors = [_to_triton(self.pb, name, outputs[name]) for name in self.output_names]
             responses.append(self.pb.InferenceResponse(output_tensors=tensors))
@@ -224,7 +226,8 @@ class OnnxModel:
 
         self.pb = pb_utils
         _quiet_used_capsules()
-        self.predictor = load_predictor(Path(args["model_repository"]) / args["model_version"] / "model.onnx", device="cpu")
+        self.predictor = load_predictor(Path(args["model_repository"]) / args["model_version"] / "model.onnx",
+                                        device="cpu")
         self.input_name = INPUT_NAME
         self.output_names = LAYOUTS[self.predictor.info.network].outputs
 

@@ -29,7 +29,8 @@ def main(args) -> int:
     print(f"evaluating {args.model} ({predictor.backend}) on {len(dataset)} "
           f"{'detected' if spec.data.val_detections else 'ground-truth'} boxes, flip test "
           f"{'on' if settings.flip_test else 'off'}, {settings.decoder} decoder", flush=True)
-    results, metrics = coco_evaluation(lambda x: predictor(x)[0], dataset, pose_config, spec.data.val_annotations, settings)
+    results, metrics = coco_evaluation(lambda x: predictor(x)[0], dataset, pose_config, spec.data.val_annotations,
+                                       settings)
     write_evaluation(args.results_dir, results, metrics)
     print(format_metrics_table(metrics))
     print(f"wrote {Path(args.results_dir) / 'metrics.json'} and {Path(args.results_dir) / 'keypoints_results.json'}")

@@ -83,7 +83,8 @@ def main(args) -> int:
     settings = eval_settings(spec)
 
     def evaluate_fn(model) -> dict[str, float]:
-        _, metrics = coco_evaluation(torch_heatmap_fn(model), val_dataset, pose_config, spec.data.val_annotations, settings)
+        _, metrics = coco_evaluation(torch_heatmap_fn(model), val_dataset, pose_config, spec.data.val_annotations,
+                                     settings)
         return {k: v for k, v in metrics.items() if isinstance(v, float)}
 
     seed_everything(t.seed)
@@ -104,7 +105,8 @@ def main(args) -> int:
         optimizer=t.optimizer,
         momentum=t.momentum,
         weight_decay=t.weight_decay,
-        schedule=Schedule(kind=t.lr_schedule, steps=tuple(t.lr_steps), factor=t.lr_factor, warmup_epochs=t.warmup_epochs),
+        schedule=Schedule(kind=t.lr_schedule, steps=tuple(t.lr_steps), factor=t.lr_factor,
+                          warmup_epochs=t.warmup_epochs),
         batch_metrics_fn=_batch_accuracy,
         evaluate_fn=evaluate_fn,
         eval_every=t.eval_every,
@@ -115,9 +117,11 @@ def main(args) -> int:
         channels_last=t.channels_last,
         spec=spec,
     )
-    print(f"{len(people)} training people from {len(train_set.images)} images, {len(val_dataset)} val crops", flush=True)
+    print(f"{len(people)} training people from {len(train_set.images)} images, {len(val_dataset)} val crops",
+          flush=True)
     result = run_training(job)
     if ranks.is_main():
         best = result.get("best_ap")
-        print(f"done: {args.results_dir}/model_final.pth" + (f", best val AP {best:.4f} (model_best.pth)" if best is not None else ""))
+        best_text = f", best val AP {best:.4f} (model_best.pth)" if best is not None else ""
+        print(f"done: {args.results_dir}/model_final.pth{best_text}")
     return 0

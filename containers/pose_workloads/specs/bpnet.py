@@ -33,7 +33,8 @@ class BpnetDatasetSpec(Strict):
     )
     num_joints: int | None = Field(default=None, ge=1)
     duplicate_data_with_each_person_as_center: bool = True
-    min_person_size_px: float = Field(default=32.0, ge=0.0, description="people smaller than this (box side) are not centres")
+    min_person_size_px: float = Field(default=32.0, ge=0.0,
+                                      description="people smaller than this (box side) are not centres")
     min_keypoints: int = Field(default=5, ge=0, description="people with fewer labelled joints are not centres")
     min_inter_person_distance_ratio: float = Field(default=0.3, ge=0.0)
     # TAO keeps the COCO categories block in this file; accepted and unused.
@@ -96,7 +97,8 @@ class BpnetSpatialAug(Strict):
 
 
 class BpnetAugmentation(Strict):
-    spatial_augmentation_mode: Literal["person_centric", "standard", "standard_with_fixed_aspect_ratio"] = "person_centric"
+    spatial_augmentation_mode: Literal[
+        "person_centric", "standard", "standard_with_fixed_aspect_ratio"] = "person_centric"
     spatial_aug_params: BpnetSpatialAug = Field(default_factory=BpnetSpatialAug)
     identity_spatial_aug_params: BpnetSpatialAug | None = None
 
@@ -124,7 +126,8 @@ class BpnetDataloader(Strict):
         want = (dims.height // BPNET_STRIDE, dims.width // BPNET_STRIDE)
         if tuple(self.pose_config.target_shape) != want:
             raise ValueError(
-                f"pose_config.target_shape {list(self.pose_config.target_shape)} must be image_dims / {BPNET_STRIDE} = {list(want)} "
+                f"pose_config.target_shape {list(self.pose_config.target_shape)} must be "
+                f"image_dims / {BPNET_STRIDE} = {list(want)} "
                 f"(the model stride is {BPNET_STRIDE})"
             )
         return self
@@ -213,7 +216,8 @@ class BpnetInferenceSpec(Strict):
     output_upsampling_factor: tuple[int, int] = Field(
         default=(8, 8), description="with upsample_maps: map px per network output px before grouping")
     upsample_maps: bool = Field(
-        default=False, description="true = TAO's exact decode (maps upsampled by output_upsampling_factor, integer peaks, "
+        default=False,
+        description="true = TAO's exact decode (maps upsampled by output_upsampling_factor, integer peaks, "
         "nearest PAF samples); false = grouping at the network's resolution (sub-pixel peaks, bilinear PAFs): "
         "the same AP, over 20x faster on crowds (bench/bench_grouping.py)")
     heatmap_threshold: float = Field(default=0.1, ge=0.0, le=1.0)
@@ -229,10 +233,11 @@ class BpnetInferenceSpec(Strict):
     @model_validator(mode="after")
     def _positive_sizes(self) -> BpnetInferenceSpec:
         if min(self.input_shape) < BPNET_STRIDE:
-            raise ValueError(f"input_shape {list(self.input_shape)} must be at least {BPNET_STRIDE} px each (the model stride), "
-                             "e.g. [368, 368]")
+            raise ValueError(f"input_shape {list(self.input_shape)} must be at least {BPNET_STRIDE} px each "
+                             "(the model stride), e.g. [368, 368]")
         if min(self.output_upsampling_factor) < 1:
-            raise ValueError(f"output_upsampling_factor {list(self.output_upsampling_factor)} must be >= 1, e.g. [8, 8]")
+            raise ValueError(
+                f"output_upsampling_factor {list(self.output_upsampling_factor)} must be >= 1, e.g. [8, 8]")
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"scales {self.scales} must be positive, e.g. [0.5, 1.0, 1.5, 2.0]")
         return self

@@ -53,7 +53,8 @@ def load_yaml(text: str, where: str, not_yaml_as_text: bool = False) -> Any:
     """YAML text -> plain data through the capped safe loader. Raises SpecError naming `where`
     (invalid YAML returns `text` itself with `not_yaml_as_text`)."""
     if len(text) > MAX_SPEC_BYTES:
-        raise SpecError(f"{where}: {len(text):,} characters, more than a spec's {MAX_SPEC_BYTES:,}; give the spec itself")
+        raise SpecError(
+            f"{where}: {len(text):,} characters, more than a spec's {MAX_SPEC_BYTES:,}; give the spec itself")
     loader = _CappedLoader(text)
     try:
         data = loader.get_single_data()
@@ -66,7 +67,8 @@ def load_yaml(text: str, where: str, not_yaml_as_text: bool = False) -> Any:
             return text
         mark = getattr(err, "problem_mark", None)
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpecError(f"{where}: not valid YAML ({line}{getattr(err, 'problem', None) or err}); fix the syntax") from None
+        problem = getattr(err, "problem", None) or err
+        raise SpecError(f"{where}: not valid YAML ({line}{problem}); fix the syntax") from None
     finally:
         loader.dispose()
 
@@ -76,17 +78,20 @@ def read_mapping(path: Path) -> dict[str, Any]:
         raise SpecError(f"{path}: file not found; check the path (and that its folder is mounted)")
     size = path.stat().st_size
     if size > MAX_SPEC_BYTES:
-        raise SpecError(f"{path}: {size:,} bytes, more than a spec's {MAX_SPEC_BYTES:,}; check that this is the spec file")
+        raise SpecError(
+            f"{path}: {size:,} bytes, more than a spec's {MAX_SPEC_BYTES:,}; check that this is the spec file")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise SpecError(f"{path}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}); save it as UTF-8") from None
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}); save it as UTF-8") from None
     if path.suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise SpecError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); fix the syntax") from None
+            raise SpecError(
+                f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); fix the syntax") from None
         except RecursionError:
             raise SpecError(f"{path}: nested more than {MAX_DEPTH} levels deep; write the values out plainly") from None
         try:

@@ -25,11 +25,13 @@ def _merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     train.lr and keeps train's other fields."""
     merged = dict(into)
     for key, value in update.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_dicts else value
     return merged
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str], model_cls: type[BaseModel], path: Path | str) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: list[str], model_cls: type[BaseModel],
+                    path: Path | str) -> dict[str, Any]:
     """Apply `key.sub=value` overrides (from `--set`) to raw spec data. Unknown keys are errors."""
     data = json.loads(json.dumps(data))  # deep copy of plain data
     for item in overrides:

@@ -62,7 +62,8 @@ class SimplePoseTrain(Strict):
     @classmethod
     def _multiple_of_32(cls, v: tuple[int, int]) -> tuple[int, int]:
         if min(v) <= 0 or v[0] % 32 or v[1] % 32:
-            raise ValueError(f"input_size {list(v)} must be positive multiples of 32 (the backbone stride), e.g. [256, 192]")
+            raise ValueError(
+                f"input_size {list(v)} must be positive multiples of 32 (the backbone stride), e.g. [256, 192]")
         return v
 
     @field_validator("warmup_epochs")

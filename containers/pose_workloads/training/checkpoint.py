@@ -74,7 +74,8 @@ class Resumed(NamedTuple):
     mid_epoch: dict[str, Any] | None = None  # a preempted run's position in epoch `epoch` (preemption.py)
 
 
-def resume(path: Path, job: TrainJob, model: nn.Module, optimizer, scheduler, scaler: torch.amp.GradScaler) -> Resumed | None:
+def resume(path: Path, job: TrainJob, model: nn.Module, optimizer, scheduler,
+           scaler: torch.amp.GradScaler) -> Resumed | None:
     """Load `path` (checkpoint_last.pth) into model, optimizer, scheduler, scaler (when enabled) and
     the RNGs; None when there is nothing to resume. A checkpoint of another network is BadInput."""
     if not path.is_file():
@@ -92,7 +93,8 @@ def resume(path: Path, job: TrainJob, model: nn.Module, optimizer, scheduler, sc
 
 
 def save_epoch(results_dir: Path, job: TrainJob, model: nn.Module, done: int, optimizer, scheduler,
-               scaler: torch.amp.GradScaler, best_ap: float, improved: bool, mid_epoch: dict[str, Any] | None = None) -> None:
+               scaler: torch.amp.GradScaler, best_ap: float, improved: bool,
+               mid_epoch: dict[str, Any] | None = None) -> None:
     """The files of epoch `done`: model_best.pth when validation improved, every
     `checkpoint_every` epochs a numbered checkpoint, and checkpoint_last.pth. With `mid_epoch`
     (a preempted run: `done` epochs plus part of the next), checkpoint_last.pth alone."""

@@ -87,7 +87,8 @@ def train_one_epoch(
     start = time.perf_counter() - sums.get("seconds", 0.0)
     stopped_after = None
     try:
-        for step, batch in enumerate(resume_batches(batches(loader, steps), start_step, resumed, procs), start=start_step):
+        for step, batch in enumerate(resume_batches(batches(loader, steps), start_step, resumed, procs),
+                                     start=start_step):
             batch = to_device(batch, device)
             inputs = batch[job.inputs_key]
             if job.channels_last and inputs.dim() == 4:

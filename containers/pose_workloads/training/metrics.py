@@ -75,7 +75,8 @@ def _write_tensorboard(writer: Any, record: dict[str, Any], step: int) -> None:
 def epoch_line(record: dict[str, Any], epochs: int) -> str:
     text = f"epoch {record['epoch']}/{epochs} done: loss {record['loss']:.5f} lr {record['lr']:.2e}"
     for key, value in record.items():
-        if key not in ("epoch", "loss", "lr", "loss_parts", "val", "images_per_s", "seconds") and isinstance(value, float):
+        bookkeeping = ("epoch", "loss", "lr", "loss_parts", "val", "images_per_s", "seconds")
+        if key not in bookkeeping and isinstance(value, float):
             text += f" {key} {value:.3f}"
     if "val" in record:
         text += " | val " + " ".join(f"{k} {v:.3f}" for k, v in record["val"].items() if k.startswith("AP"))

@@ -42,7 +42,8 @@ def learning_rate(schedule: Schedule, base: float, epoch: float, total_epochs: i
     elif schedule.kind == "constant":
         lr = base
     elif schedule.kind == "soft_start_annealing":
-        lr = soft_start_annealing_lr(epoch / total_epochs, base, schedule.min_lr, schedule.soft_start, schedule.annealing)
+        lr = soft_start_annealing_lr(epoch / total_epochs, base, schedule.min_lr, schedule.soft_start,
+                                     schedule.annealing)
     else:
         raise ValueError(f"unknown schedule {schedule.kind!r}; valid: {', '.join(SCHEDULES)}")
     if schedule.warmup_epochs > 0 and epoch < schedule.warmup_epochs:
@@ -52,7 +53,8 @@ def learning_rate(schedule: Schedule, base: float, epoch: float, total_epochs: i
 
 def build_optimizer(job: TrainJob, model: nn.Module) -> torch.optim.Optimizer:
     """Adam / AdamW / SGD over `job.param_groups(model)`; a group's lr is lr x its `lr_mult`."""
-    groups = job.param_groups(model) if job.param_groups else [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = job.param_groups(model) if job.param_groups else [{"params": trainable}]
     for group in groups:
         group["lr"] = job.lr * group.get("lr_mult", 1.0)
     if job.optimizer == "adam":
@@ -60,7 +62,8 @@ def build_optimizer(job: TrainJob, model: nn.Module) -> torch.optim.Optimizer:
     if job.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=job.lr, weight_decay=job.weight_decay)
     if job.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=job.lr, momentum=job.momentum, nesterov=job.nesterov, weight_decay=job.weight_decay)
+        return torch.optim.SGD(groups, lr=job.lr, momentum=job.momentum, nesterov=job.nesterov,
+                               weight_decay=job.weight_decay)
     raise ValueError(f"unknown optimizer {job.optimizer!r}; only {', '.join(OPTIMIZERS)} are supported")
 
 
