@@ -315,9 +315,10 @@ def prepare(args) -> tuple[BpnetInferenceSpec, Path, OpenModel, InferenceSetting
 
 def describe(model_path: Path, opened: OpenModel, settings: InferenceSettings) -> str:
     shape = "x".join(map(str, settings.input_shape))
+    maps = (f"maps upsampled x{settings.upsampling[1]}" if settings.upsample
+            else "grouping at the network's resolution")
     return (f"{model_path} ({opened.predictor.backend}), input {shape} {settings.mode}, "
-            f"scales {list(settings.scales)}, "
-            + (f"maps upsampled x{settings.upsampling[1]}" if settings.upsample else "grouping at the network's resolution"))
+            f"scales {list(settings.scales)}, {maps}")
 
 
 def annotation_joint_index(model_config: PoseConfig, annotation_config: PoseConfig, model_path: Path) -> list[int]:
