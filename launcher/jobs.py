@@ -103,7 +103,8 @@ def find(job: str) -> str:
             api, namespace = k8s
             if api.batch.list_namespaced_job(namespace, field_selector=f"metadata.name={job}").items:
                 return "k8s"
-    raise BadInput(f"no pose job {job}: no Docker container, Slurm job or Kubernetes Job has that id; see `pose jobs list`")
+    raise BadInput(
+        f"no pose job {job}: no Docker container, Slurm job or Kubernetes Job has that id; see `pose jobs list`")
 
 
 def _slurm_rewrite(log_file: str):

@@ -27,7 +27,8 @@ def _cluster_answers() -> str:
         return "sinfo not found (apt-get install slurm-wlm munge; bash scripts/slurm.sh start)"
     done = subprocess.run(["sinfo", "--noheader", "--Node", "--format=%t"], capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
-        return f"no Slurm controller answers ({done.stderr.strip()[:120]}); bash scripts/slurm.sh start and export SLURM_CONF"
+        return (f"no Slurm controller answers ({done.stderr.strip()[:120]}); "
+                "bash scripts/slurm.sh start and export SLURM_CONF")
     if len(done.stdout.split()) < 2:
         return "the Slurm cluster has fewer than 2 nodes up"
     return ""

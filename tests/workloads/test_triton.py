@@ -190,7 +190,8 @@ def test_triton_matches_the_inference_pipeline_to_a_thousandth_of_a_pixel(served
         from pose_workloads.bpnet.pipeline import predict_people, prepare
 
         _, _, opened, settings = prepare(Namespace(key=None, inference_spec=flags[1], overrides=[], model=str(onnx)))
-        run = lambda image, name: predict_people(opened.predictor, image, settings, opened.predictor.info.pose_config).keypoints  # noqa: E731
+        pose_config = opened.predictor.info.pose_config
+        run = lambda image, name: predict_people(opened.predictor, image, settings, pose_config).keypoints  # noqa: E731
     for image_path in sorted(coco_mini.images.glob("*.jpg")):
         want = run(read_image(image_path), image_path.name)
         got = infer(server.url, image_path.read_bytes(),

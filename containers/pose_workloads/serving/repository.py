@@ -87,7 +87,8 @@ def tensors(onnx_path: str | Path) -> Tensors:
 # --- config.pbtxt text ---------------------------------------------------------------------------
 
 def _tensor_list(key: str, items: tuple[Tensor, ...]) -> str:
-    lines = [f'  {{ name: "{t.name}" data_type: {t.data_type} dims: [ {", ".join(map(str, t.dims))} ] }}' for t in items]
+    lines = [f'  {{ name: "{t.name}" data_type: {t.data_type} dims: [ {", ".join(map(str, t.dims))} ] }}'
+             for t in items]
     return f"{key} [\n" + ",\n".join(lines) + "\n]\n"
 
 
@@ -154,7 +155,8 @@ def check_repository_args(repository: str | Path, backend: str, engine_file: str
         raise BadInput("--triton_backend tensorrt: needs --engine_file (the engine is what Triton serves); "
                        "or use --triton_backend onnxruntime")
     path = Path(repository)
-    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / ENSEMBLE / "config.pbtxt").is_file())):
+    foreign = path.is_dir() and any(path.iterdir()) and not (path / ENSEMBLE / "config.pbtxt").is_file()
+    if path.exists() and (not path.is_dir() or foreign):
         raise BadInput(f"--triton_repository {path}: exists and is not a pose Triton repository; "
                        "give a new or empty folder (a previous export's repository is replaced)")
 
@@ -238,7 +240,8 @@ def describe(repository: Path) -> str:
     """One line: what the repository serves."""
     config = (repository / MODEL / "config.pbtxt").read_text()
     kind = next((line.split('"')[1] for line in config.splitlines() if line.startswith(("platform", "backend"))), "?")
-    return f"wrote the Triton repository {repository} (ensemble '{ENSEMBLE}': {PREPROCESS} -> {MODEL} [{kind}] -> {POSTPROCESS})"
+    return (f"wrote the Triton repository {repository} "
+            f"(ensemble '{ENSEMBLE}': {PREPROCESS} -> {MODEL} [{kind}] -> {POSTPROCESS})")
 
 
 def read_config(path: str | Path):

@@ -52,7 +52,8 @@ def find_tritonserver() -> TritonInstall | None:
     dist = root / "tritonserver"
     install = TritonInstall(
         dist / "bin" / "tritonserver", dist / "backends" / "python",
-        dist / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / "triton_python_backend_stub",
+        dist / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}"
+        / "triton_python_backend_stub",
         root.parent / "nvidia_pytriton.libs",
     )
     return install if all(p.exists() for p in install) else None
@@ -73,7 +74,8 @@ def _free_port() -> int:
 def _environment(install: TritonInstall) -> dict[str, str]:
     env = dict(os.environ)
     libs = [str(install.libs), sysconfig.get_config_var("LIBDIR") or ""]
-    env["LD_LIBRARY_PATH"] = ":".join([p for p in libs if p] + ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else []))
+    inherited = [env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else []
+    env["LD_LIBRARY_PATH"] = ":".join([p for p in libs if p] + inherited)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env
 

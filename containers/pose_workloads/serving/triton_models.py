@@ -94,8 +94,9 @@ def simple_pose_preprocess(pipeline: Pipeline, inputs: dict[str, np.ndarray]) ->
         crops = np.concatenate([crops, mirror_crops(crops)])
     if len(crops) > pipeline.max_batch_size:
         flip = " (twice the boxes: the flip test)" if pipeline.settings.flip_test else ""
-        raise BadRequest(f"BOXES: {len(boxes)} boxes make {len(crops)} crops{flip}, more than the model's max_batch_size "
-                         f"{pipeline.max_batch_size}; send fewer boxes per request or export with a larger --max_batch_size")
+        raise BadRequest(f"BOXES: {len(boxes)} boxes make {len(crops)} crops{flip}, more than the model's "
+                         f"max_batch_size {pipeline.max_batch_size}; send fewer boxes per request or export with "
+                         "a larger --max_batch_size")
     return {"images": crops, "CENTERS": centers, "SCALES": scales}
 
 

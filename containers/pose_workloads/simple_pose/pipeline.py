@@ -178,7 +178,8 @@ def predict_people(heatmap_fn: HeatmapFn, image_rgb: np.ndarray, boxes_xywh: np.
     return people_from_heatmaps(heatmaps, centers, scales, settings)
 
 
-def people_from_heatmaps(heatmaps: np.ndarray, centers: np.ndarray, scales: np.ndarray, settings: EvalSettings) -> np.ndarray:
+def people_from_heatmaps(heatmaps: np.ndarray, centers: np.ndarray, scales: np.ndarray,
+                         settings: EvalSettings) -> np.ndarray:
     """Heatmaps (N, K, h, w) of N crops (`crop_boxes`' centers, scales) -> (N, K, 3) float32
     (x, y, score) in image px."""
     from pose_workloads.decode import decode_heatmaps, heatmap_to_image_coords
