@@ -117,15 +117,18 @@ def main() -> None:
     top_down = simple_pose_rate(args.samples, args.repeat)
     bottom_up = bpnet_rate(args.samples, args.repeat)
     print("training input, one worker = one core (OpenCV/torch/OpenMP at 1 thread), CPU time, coco-mini JPEGs")
-    print(f"  Simple Pose (TopDownDataset, 256x192, Simple Baselines augmentation)  {top_down:7.1f} samples/s per worker")
-    print(f"  BodyPoseNet (BpnetShardDataset, 256x256 -> 32x32, TAO m1 spec)       {bottom_up:7.1f} samples/s per worker")
+    print(f"  Simple Pose (TopDownDataset, 256x192, Simple Baselines augmentation)  {top_down:7.1f} samples/s "
+          "per worker")
+    print(f"  BodyPoseNet (BpnetShardDataset, 256x256 -> 32x32, TAO m1 spec)       {bottom_up:7.1f} samples/s "
+          "per worker")
     print("  workers (cores) to feed an 8-GPU node at published rates:")
     for name, node_rate in PUBLISHED_8_GPU.items():
         workers = node_rate / top_down
         print(f"    {name:<34} {node_rate:7.0f} samples/s: {workers:5.1f} workers ({workers / 8:4.1f} per GPU)")
     print("  BodyPoseNet (no published rate), workers per GPU at a given per-GPU rate:")
     for per_gpu in BPNET_PER_GPU_RATES:
-        print(f"    {per_gpu:5.0f} samples/s per GPU: {per_gpu / bottom_up:5.1f} workers per GPU, {8 * per_gpu / bottom_up:5.1f} per node")
+        print(f"    {per_gpu:5.0f} samples/s per GPU: {per_gpu / bottom_up:5.1f} workers per GPU, "
+              f"{8 * per_gpu / bottom_up:5.1f} per node")
     for name, value in (("Simple Pose", top_down), ("BodyPoseNet", bottom_up)):
         assert value >= args.min_rate, f"{name}: {value:.1f} samples/s per worker, below {args.min_rate}"
 

@@ -87,7 +87,8 @@ def main() -> int:
             pose_s.append(pose_first_line(env))
             bare_s.append(sbatch_first_line(work, env))
     pose_median, bare_median = statistics.median(pose_s), statistics.median(bare_s)
-    print(f"{'measured (median of ' + str(args.repeat) + ')':44} {'s':>7}  {'baseline':44} {'s':>7}  {'ratio':>6}  {'added s':>8}")
+    measured = f"measured (median of {args.repeat})"
+    print(f"{measured:44} {'s':>7}  {'baseline':44} {'s':>7}  {'ratio':>6}  {'added s':>8}")
     print(f"{'pose selftest --runner slurm':44} {pose_median:7.3f}  {'sbatch --wrap srun python -m pose_workloads':44} "
           f"{bare_median:7.3f}  {pose_median / bare_median:6.2f}  {pose_median - bare_median:8.3f}")
     return 0
