@@ -94,7 +94,8 @@ def fake_tensorrt(version: str, recorder: Recorder) -> types.ModuleType:
         def __init__(self):
             pass
 
-    trt.Logger, trt.Builder, trt.OnnxParser, trt.IInt8EntropyCalibrator2 = Logger, Builder, OnnxParser, IInt8EntropyCalibrator2
+    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, OnnxParser
+    trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
     return trt
 
 
