@@ -293,6 +293,7 @@ class PathPlanner:
         """The workload argv: network, action, then each given flag in table order."""
         args = list(task.argv)
         primary = task.primary_spec
+        files: dict[Path, str] = {}  # host path -> the flag that names it: an output may not be an input
         for flag in task.flags:
             value = values.get(flag.name)
             if value is None or value is False:
@@ -301,6 +302,8 @@ class PathPlanner:
                 args.append(flag.name)
                 continue
             text = str(value)
+            if flag.kind in ("input", "output"):
+                self._refuse_same_file(files, flag, text)
             if flag.kind == "spec":
                 assert flag.spec is not None  # every spec flag names its class (tests/launcher/test_tasks.py)
                 text = self.spec_file(text, flag.spec, flag.name, overrides if flag is primary else ())
@@ -312,6 +315,14 @@ class PathPlanner:
                 text = self.task_path(text, flag.name, output=True)
             args += [flag.name, text]
         return args
+
+    def _refuse_same_file(self, files: dict[Path, str], flag, text: str) -> None:
+        """Two path flags naming one file (prune -o = -m): the output would destroy the input."""
+        host = self.host_path(text, flag.name).resolve()
+        other = files.get(host)
+        if other is not None:
+            raise BadInput(f"{flag.name} {text}: is also {other}; write the output to a new path")
+        files[host] = flag.name
 
     def container_mounts(self) -> tuple[Mount, ...]:
         if self.runner != "docker":

@@ -26,9 +26,10 @@ threshold is refused, naming the layer and its best score, since a network cut t
 floor is rarely what was meant.
 
 Scores come from the weights as loaded, before any channel is removed, so the result does not
-depend on the order groups are visited in. The pruned model is saved whole (`module`), as its
-shapes no longer follow model_config; retrain it with `pretrained_weights: pruned.pth` and
-`load_graph: true` (TAO's flow: prune, retrain, export).
+depend on the order groups are visited in. The pruned model is saved as data: its per-layer
+channel counts (`layer_channels`) and state_dict, from which model_file rebuilds it (never a
+pickled module, which would run code when loaded); retrain it with `pretrained_weights:
+pruned.pth` and `load_graph: true` (TAO's flow: prune, retrain, export).
 """
 
 from __future__ import annotations
@@ -207,12 +208,15 @@ def main(args) -> int:
     from pose_workloads.models import count_flops, count_parameters
 
     output = Path(args.output)
+    if output.resolve() == Path(args.model).resolve():
+        raise BadInput(f"-o {args.output}: is the model being pruned (-m); write the pruned model to a new file, "
+                       "e.g. model_pruned.pth")
     if output.suffix not in (".pth", ".pt"):
         raise BadInput(f"-o {args.output}: the pruned model file must end in .pth (model files are opened by suffix); "
                        "e.g. model_pruned.pth")
     ckpt = model_file.read(args.model)
     model_file.check_network(args.model, ckpt["network"], NETWORK, "pruning is for bpnet models")
-    model = model_file.build_model(ckpt).float()
+    model = model_file.build_model(ckpt, args.model).float()
     input_hw = tuple(int(v) for v in ckpt["input_size"])
     shape = (1, 3, *input_hw)
     params_before, flops_before = count_parameters(model), count_flops(model, shape)
@@ -224,11 +228,11 @@ def main(args) -> int:
         "threshold": args.threshold, "criterion": args.criterion, "granularity": args.granularity,
         "source": str(args.model), "parameters": [params_before, params_after], "flops": [flops_before, flops_after],
     }
-    # The whole module too: the pruned shapes no longer follow model_config. Training state
-    # (optimizer, epoch, ...) is dropped: it belongs to the unpruned shapes.
+    # layer_channels records the pruned shapes, which no longer follow model_config. Training
+    # state (optimizer, epoch, ...) is dropped: it belongs to the unpruned shapes.
     pruned = result.model.cpu().eval()
     model_file.write(output, model_file.contents(ckpt["network"], pruned, ckpt.get("model_config"), ckpt["pose_config"],
-                                                 ckpt["input_size"], spec=ckpt.get("spec"), save_module=True,
+                                                 ckpt["input_size"], spec=ckpt.get("spec"),
                                                  pruning=pruning))
 
     print(f"pruned {args.model} at -pth {args.threshold:g} -eq {args.criterion} -pg {args.granularity}: "

@@ -30,18 +30,43 @@ def _onnx_predictor(path: Path, device: str | None) -> Predictor:
     providers = ["CPUExecutionProvider"]
     if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(str(path), providers=providers)
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as err:  # onnxruntime's InvalidProtobuf, Fail, ...: a damaged or foreign file
+        detail = " ".join(str(err).split())[:160]
+        raise BadInput(f"{path}: not a readable ONNX model ({detail}); export it again with `pose ... export`") from None
     # onnxruntime hands back the model's metadata_props: no second parse of the file with onnx.
     meta = session.get_modelmeta().custom_metadata_map
     if ONNX_METADATA_KEY not in meta:
         raise BadInput(f"{path}: ONNX file has no '{ONNX_METADATA_KEY}' metadata; export it with `pose ... export`")
-    info = ModelInfo.from_dict(json.loads(meta[ONNX_METADATA_KEY]))
+    info = read_info(meta[ONNX_METADATA_KEY], f"{path}: metadata '{ONNX_METADATA_KEY}'")
     input_name = session.get_inputs()[0].name
+    found = [o.shape[1] if len(o.shape) > 1 else None for o in session.get_outputs()]
+    if found != expected_channels(info):
+        raise BadInput(f"{path}: outputs {found} channels, but its metadata describes a {info.network} model with "
+                       f"{expected_channels(info)}; metadata and weights disagree: export the model again")
 
     def run(images: np.ndarray) -> list[np.ndarray]:
         return [np.asarray(o, dtype=np.float32) for o in session.run(None, {input_name: images})]
 
     return Predictor(info=info, run=run, backend="onnxruntime")
+
+
+def expected_channels(info: ModelInfo) -> list[int | None]:
+    """Output channels a model of `info` has: simple-pose [K heatmaps]; bpnet [heatmaps, PAFs]
+    as its model_config says (None where it does not say)."""
+    if info.network == "bpnet":
+        return [info.model_config.get("heat_channels", 19), info.model_config.get("paf_channels", 38)]
+    return [info.pose_config.num_joints]
+
+
+def read_info(text: str, where: str) -> ModelInfo:
+    """ModelInfo from the JSON an ONNX file or an engine's sidecar carries; BadInput if damaged."""
+    try:
+        return ModelInfo.from_dict(json.loads(text))
+    except Exception as err:  # JSON, a missing key, a pose config that does not validate
+        detail = " ".join(str(err).split())[:160]
+        raise BadInput(f"{where}: not pose model metadata ({type(err).__name__}: {detail}); export the model again") from None
 
 
 def engine_sidecar(engine_path: str | Path) -> Path:
@@ -53,6 +78,9 @@ def _tensorrt_predictor(path: Path, device: str | None) -> Predictor:
     if not sidecar.is_file():
         raise BadInput(
             f"{path}: missing {sidecar.name} beside the engine; build engines with `pose ... export --engine_file`")
+    if path.stat().st_size == 0:
+        raise BadInput(f"{path}: empty file; build the engine again with `pose ... export --engine_file`")
+    info = read_info(sidecar.read_text(errors="replace"), str(sidecar))
     try:
         import tensorrt as trt
         import torch
@@ -66,7 +94,6 @@ def _tensorrt_predictor(path: Path, device: str | None) -> Predictor:
     reason = tensorrt_unavailable()  # an untested TensorRT major, here
     if reason:
         raise BadInput(f"{path}: {reason}")
-    info = ModelInfo.from_dict(json.loads(sidecar.read_text()))
     logger = trt.Logger(trt.Logger.WARNING)
     engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
     if engine is None:

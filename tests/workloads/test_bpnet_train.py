@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from pose_workloads import model_file
 from pose_workloads.__main__ import main
 from pose_workloads.bpnet import train as bpnet_train
 from pose_workloads.errors import SpecError
@@ -144,11 +145,10 @@ def test_optimizer_section_becomes_the_loop_settings(optimizer, expected, tmp_pa
     assert bpnet_train.optimizer_settings(constant)["schedule"].kind == "constant"
 
 
-def save_pose_model(path: Path, model, config: dict, pickle_module: bool = False) -> Path:
-    torch.save({"network": "bpnet", "model_config": config,
-                "pose_config": load_pose_config(POSE_18).model_dump(mode="json"),
-                "input_size": [64, 96], "state_dict": model.state_dict(),
-                **({"module": model} if pickle_module else {})}, path)
+def save_pose_model(path: Path, model, config: dict) -> Path:
+    from pose_workloads import model_file
+
+    model_file.write(path, model_file.contents("bpnet", model, config, load_pose_config(POSE_18), [64, 96]))
     return path
 
 
@@ -159,8 +159,8 @@ def test_pretrained_pose_model_loads_every_tensor_that_fits(tmp_path):
     path = save_pose_model(tmp_path / "donor.pth", donor, donor_config)
     data = tiny_spec_data(tmp_path / "x", pretrained_weights=str(path))  # 2 stages: the third is not taken
     spec = BpnetTrainSpec.model_validate(data)
-    model, config, pickled = bpnet_train.build_train_model(spec, load_pose_config(POSE_18), "spec.yaml")
-    assert not pickled and config["backbone_attributes"]["pretrained_weights"] is None
+    model, config = bpnet_train.build_train_model(spec, load_pose_config(POSE_18), "spec.yaml")
+    assert config["backbone_attributes"]["pretrained_weights"] is None
     own = model.state_dict()
     for key, tensor in donor.state_dict().items():
         if key in own:
@@ -168,17 +168,17 @@ def test_pretrained_pose_model_loads_every_tensor_that_fits(tmp_path):
     assert len(model.refinements) == 1
 
 
-def test_load_graph_takes_the_whole_pickled_model(tmp_path):
+def test_load_graph_rebuilds_the_pruned_model_from_its_layer_channels(tmp_path):
     pruned_config = {"backbone_attributes": {"architecture": "tiny"}, "stages": 3}
     pruned = build_model("bpnet", pruned_config, 18, pretrained=False)
     # Thinner than its config says, as `bpnet prune` leaves a model.
     stage = pruned.refinements[0]
     stage.heat_hidden[0] = torch.nn.Conv2d(64, 40, 1)
     stage.heat_out = torch.nn.Conv2d(40, 19, 1)
-    path = save_pose_model(tmp_path / "pruned.pth", pruned, pruned_config, pickle_module=True)
+    path = save_pose_model(tmp_path / "pruned.pth", pruned, pruned_config)
     spec = BpnetTrainSpec.model_validate(tiny_spec_data(tmp_path / "x", pretrained_weights=str(path), load_graph=True))
-    model, config, pickled = bpnet_train.build_train_model(spec, load_pose_config(POSE_18), "spec.yaml")
-    assert pickled and config == pruned_config
+    model, config = bpnet_train.build_train_model(spec, load_pose_config(POSE_18), "spec.yaml")
+    assert config == pruned_config
     assert model.refinements[0].heat_out.in_channels == 40 and len(model.refinements) == 2
 
 
@@ -231,18 +231,19 @@ def test_train_checkpoints_resumes_and_uses_tao_settings(coco_mini, converted, t
     assert [json.loads(line)["epoch"] for line in (results / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
-def test_retraining_a_pruned_model_keeps_its_module(converted, tmp_path, capsys):
+def test_retraining_a_pruned_model_keeps_its_channels(converted, tmp_path, capsys):
     torch.set_num_threads(1)
     config = {"backbone_attributes": {"architecture": "tiny"}, "stages": 2}
     pruned = build_model("bpnet", config, 18, pretrained=False)
     pruned.refinements[0].paf_hidden[0] = torch.nn.Conv2d(64, 24, 1)
     pruned.refinements[0].paf_out = torch.nn.Conv2d(24, 38, 1)
-    path = save_pose_model(tmp_path / "pruned.pth", pruned, config, pickle_module=True)
+    path = save_pose_model(tmp_path / "pruned.pth", pruned, config)
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec_data(converted, pretrained_weights=str(path), load_graph=True))
     results = tmp_path / "results"
     assert main(["bpnet", "train", "-e", str(spec), "-r", str(results)]) == 0
-    final = torch.load(results / "model_final.pth", map_location="cpu", weights_only=False)
-    assert final["module"].refinements[0].paf_out.in_channels == 24
+    final = torch.load(results / "model_final.pth", map_location="cpu", weights_only=True)  # data only
+    assert final["layer_channels"]["refinements.0.paf_out"] == [24, 38, 1]
+    assert model_file.build_model(final).refinements[0].paf_out.in_channels == 24
     heatmaps, pafs = load_predictor(results / "model_final.pth")(torch.zeros(1, 3, 64, 96).numpy())
     assert pafs.shape == (1, 38, 8, 12)
     assert main(["bpnet", "train", "-e", str(spec), "-r", str(results), "--set", "num_epoch=2"]) == 0

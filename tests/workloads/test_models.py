@@ -243,7 +243,7 @@ def test_build_model_loads_the_pretrained_backbone_unless_told_not_to(tmp_path):
 
 def test_not_a_weights_file_is_refused_in_one_line(tmp_path):
     (tmp_path / "notes.pth").write_text("hello")
-    with pytest.raises(BadInput, match="not a PyTorch weights file"):
+    with pytest.raises(BadInput, match="not a readable PyTorch file"):
         load_backbone_weights(nn.Conv2d(3, 8, 3), tmp_path / "notes.pth")
 
 

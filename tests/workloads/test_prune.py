@@ -12,6 +12,7 @@ from pose_workloads import prune
 from pose_workloads.__main__ import build_parser
 from pose_workloads.errors import BadInput
 from pose_workloads.model_file import build_model as model_from_file
+from pose_workloads.model_file import layer_channels
 from pose_workloads.model_file import read as read_model_file
 from pose_workloads.models import build_model
 from pose_workloads.runtime import load_predictor
@@ -138,7 +139,7 @@ def _prune_args(model, output, *flags):
     return build_parser().parse_args(["bpnet", "prune", "-m", str(model), "-o", str(output), *flags])
 
 
-def test_prune_command_writes_a_whole_module_that_loads_and_exports(model_file, tmp_path, capsys):
+def test_prune_command_writes_channels_and_weights_that_load_and_export(model_file, tmp_path, capsys):
     from pose_workloads.export.onnx import export_onnx
 
     spec = {"dataloader": {"normalization_params": {"image_scale": [255.0] * 3, "image_offset": [0.5] * 3}}}
@@ -155,10 +156,12 @@ def test_prune_command_writes_a_whole_module_that_loads_and_exports(model_file, 
     assert int(flops_line.split()[2].replace(",", "")) < int(flops_line.split()[1].replace(",", ""))
 
     ckpt = read_model_file(output)
-    assert isinstance(ckpt["module"], torch.nn.Module)
+    assert "module" not in ckpt  # data only: layer_channels + state_dict
+    unpruned = layer_channels(build_model("bpnet", ckpt["model_config"], len(ckpt["pose_config"]["keypoints"]), pretrained=False))
+    assert sorted(unpruned) == sorted(ckpt["layer_channels"])
+    assert any(ckpt["layer_channels"][name] != counts for name, counts in unpruned.items())
     assert ckpt["pruning"]["parameters"] == [before, after]
     assert ckpt["input_size"] == [64, 64] and ckpt["spec"] == spec
-    ckpt["model_config"] = {}  # the module alone rebuilds it
     assert sum(p.numel() for p in model_from_file(ckpt).parameters()) == after
 
     predictor = load_predictor(output, device="cpu")
@@ -211,15 +214,15 @@ def test_pruned_model_retrains_through_load_graph_and_stays_pruned(model_file, t
         },
     })
 
-    model, model_config, save_module = bpnet_train.build_train_model(spec, COCO17, "spec.yaml")
+    model, model_config = bpnet_train.build_train_model(spec, COCO17, "spec.yaml")
 
-    assert save_module and sum(p.numel() for p in model.parameters()) == pruned_params
+    assert sum(p.numel() for p in model.parameters()) == pruned_params
     results = tmp_path / "retrain"
     job = TrainJob(network="bpnet", model=model, model_config=model_config, pose_config=COCO17, input_size=(64, 64),
                    train_dataset=_Batches(), loss_fn=bpnet_train.bpnet_loss, results_dir=results, epochs=1,
                    batch_size=2,
                    lr=1e-3, optimizer="sgd", schedule=Schedule(kind="constant"), amp=False, channels_last=False,
-                   save_module=True, spec=spec)
+                   spec=spec)
     weights_before = {k: v.clone() for k, v in model.state_dict().items()}
     run_training(job)
 

@@ -101,7 +101,7 @@ def build_train_model(spec: BpnetTrainSpec, pose_config: PoseConfig, spec_path: 
     pretrained_weights (TAO's trainer field):
       - null: a fresh model (its backbone from model.backbone_attributes.pretrained_weights, if set);
       - with load_graph: a pose model file whose network is used as it is, e.g. a pruned one
-        (its pickled `module`) to retrain, as TAO's load_graph;
+        (rebuilt from its layer_channels) to retrain, as TAO's load_graph;
       - else a pose model file: every tensor whose name and shape match is copied (TAO loads
         pretrained weights by layer name), or a torchvision-layout backbone file.
     """
@@ -114,7 +114,7 @@ def build_train_model(spec: BpnetTrainSpec, pose_config: PoseConfig, spec_path: 
         ckpt = model_file.read(path)
         model_file.check_network(f"{spec_path}: pretrained_weights: {path}", ckpt["network"], NETWORK,
                                  "give a bpnet model file")
-        model = model_file.build_model(ckpt)
+        model = model_file.build_model(ckpt, path)
         heat, pafs = model.heat_channels, model.paf_channels
         if (heat, pafs) != (spec.model.heat_channels, spec.model.paf_channels):
             raise SpecError(
@@ -122,7 +122,7 @@ def build_train_model(spec: BpnetTrainSpec, pose_config: PoseConfig, spec_path: 
                 f"{spec.model.heat_channels} and {spec.model.paf_channels}; "
                 "use a model of this pose config or load_graph: False"
             )
-        return model, dict(ckpt.get("model_config") or model_config), ckpt.get("module") is not None
+        return model, dict(ckpt.get("model_config") or model_config)
 
     model = build_model(NETWORK, model_config, pose_config.num_joints)
     if path:
@@ -141,7 +141,7 @@ def build_train_model(spec: BpnetTrainSpec, pose_config: PoseConfig, spec_path: 
             load_backbone_weights(model.backbone, path)
     # The weights travel in the checkpoint; evaluate must not look for the backbone file again.
     model_config["backbone_attributes"]["pretrained_weights"] = None
-    return model, model_config, False
+    return model, model_config
 
 
 def optimizer_settings(spec: BpnetTrainSpec) -> dict[str, Any]:
@@ -231,7 +231,7 @@ def main(args) -> int:
     steps = max(1, math.ceil(len(dataset) / (world_size * batch_size)))
 
     seed_everything(spec.seed)
-    model, model_config, pickled_module = build_train_model(spec, pose_config, args.spec)
+    model, model_config = build_train_model(spec, pose_config, args.spec)
     evaluate_fn = validation_fn(spec, args.spec, pose_config)
     dims = spec.dataloader.image_config.image_dims
     bias_factor = spec.model.bias_regularization_factor
@@ -271,7 +271,6 @@ def main(args) -> int:
         channels_last=spec.model.data_format == "channels_last",
         steps_per_epoch=steps,
         spec=spec,
-        save_module=pickled_module,
         **optimizer_settings(spec),
     )
     if rank == 0:

@@ -112,7 +112,7 @@ def export_onnx(model_path: str | Path, onnx_path: str | Path, opset: int = 17) 
     ckpt = model_file.read(model_path)
     info = model_file.model_info(ckpt)
     layout = LAYOUTS[info.network]
-    model = _last_stage_module(info.network, model_file.build_model(ckpt).float().eval())
+    model = _last_stage_module(info.network, model_file.build_model(ckpt, model_path).float().eval())
     generator = torch.Generator().manual_seed(0)
     shapes = check_shapes(info.network, tuple(info.input_size))
     example = torch.randn(shapes[0], generator=generator)

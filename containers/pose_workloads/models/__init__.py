@@ -119,10 +119,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
             f"{path}: backbone weights file not found; give a local torchvision-layout .pth "
             "(nothing is downloaded) or set the pretrained weights field to null"
         )
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and unpickler errors all mean "not a weights file"
-        raise BadInput(f"{path}: not a PyTorch weights file ({type(err).__name__}); give a .pth state dict") from None
+    from pose_workloads.model_file import load
+
+    loaded = load(path)  # weights_only: a weights file is data; damaged or pickled files are one line
     for key in ("state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pose_workloads import model_file
+from pose_workloads.errors import BadInput
 from pose_workloads.training.job import TrainJob
 
 CHECKPOINT_LAST = "checkpoint_last.pth"
@@ -31,7 +32,7 @@ MODEL_FINAL = "model_final.pth"
 def _model_file(job: TrainJob, model: nn.Module, **extra: Any) -> dict[str, Any]:
     """The model-file dict (model_file.contents) of the job's model, plus `extra` training state."""
     return model_file.contents(job.network, model, job.model_config, job.pose_config, job.input_size,
-                               spec=job.spec, save_module=job.save_module, **extra)
+                               spec=job.spec, **extra)
 
 
 def save_final(results_dir: Path, job: TrainJob, model: nn.Module, best_ap: float) -> None:
@@ -79,17 +80,31 @@ def resume(path: Path, job: TrainJob, model: nn.Module, optimizer, scheduler,
     """Load `path` (checkpoint_last.pth) into model, optimizer, scheduler, scaler (when enabled) and
     the RNGs; None when there is nothing to resume. A checkpoint of another network is BadInput."""
     if not path.is_file():
-        return None
-    # weights_only unless the job pickles its module: training's own files hold tensors and plain types.
-    ckpt = model_file.load(path, weights_only=not job.save_module)
-    model_file.check_network(path, ckpt.get("network"), job.network, "use another results directory")
-    model.load_state_dict(ckpt["state_dict"])
+        # Deleted (a damaged one, say): the newest numbered checkpoint, if any, is the place to resume.
+        numbered = sorted(path.parent.glob("checkpoint_epoch_[0-9][0-9][0-9]*.pth"))
+        if not numbered:
+            return None
+        path = numbered[-1]
+    try:
+        ckpt = model_file.load(path)
+        model_file.check_network(path, ckpt.get("network"), job.network, "use another results directory")
+        model.load_state_dict(ckpt["state_dict"])
+    except BadInput as err:
+        raise BadInput(f"{err}; to resume, delete {path}: {_what_resumes_instead(path)}") from None
+    except (KeyError, RuntimeError, TypeError, AttributeError) as err:
+        raise BadInput(f"{path}: not a checkpoint of this run ({model_file._first_line(err)}); delete it to resume: "
+                       f"{_what_resumes_instead(path)}") from None
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     if scaler.is_enabled() and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     return Resumed(int(ckpt["epoch"]), float(ckpt.get("best_ap", -math.inf)), ckpt.get("mid_epoch"))
+
+
+def _what_resumes_instead(path: Path) -> str:
+    older = [p for p in sorted(path.parent.glob("checkpoint_epoch_[0-9][0-9][0-9]*.pth")) if p != path]
+    return f"training then resumes from {older[-1].name}" if older else "training then starts from scratch (no older checkpoint)"
 
 
 def save_epoch(results_dir: Path, job: TrainJob, model: nn.Module, done: int, optimizer, scheduler,

@@ -86,6 +86,3 @@ class TrainJob:
     spec: Any = None
     inputs_key: str = "image"
     device: str | None = None
-    # Also pickle the whole module into model files: a pruned model's shapes differ from what
-    # model_config builds (docs/ARCHITECTURE.md `module`). Such checkpoints need weights_only=False.
-    save_module: bool = False
