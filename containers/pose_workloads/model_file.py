@@ -87,15 +87,17 @@ def load(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only load failed" not in str(err).lower():
-            raise BadInput(f"{path}: not a PyTorch file ({_first_line(err)}); pass the .pth written by `pose ... train`") from None
+            raise BadInput(f"{path}: not a PyTorch file ({_first_line(err)}); "
+                           "pass the .pth written by `pose ... train`") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         if not found:  # refused for its bytes, not for an object it names: damaged
             raise BadInput(f"{path}: not a readable PyTorch file, truncated or damaged ({_first_line(err)}); "
                            "pass the .pth written by `pose ... train`, or copy it again") from None
         what = f"the Python object {found.group(1)}"
         if found.group(1).startswith(("torch.nn.", "pose_workloads.")):
-            raise BadInput(f"{path}: holds {what} (a pickled model, as pruned files were once saved), which pose does not "
-                           f"load because unpickling runs code; if you trust this file, convert it: {CONVERT} {path} NEW.pth") from None
+            raise BadInput(f"{path}: holds {what} (a pickled model, as pruned files were once saved), which pose "
+                           "does not load because unpickling runs code; if you trust this file, convert it: "
+                           f"{CONVERT} {path} NEW.pth") from None
         raise BadInput(f"{path}: holds {what}, which pose never loads (unpickling it would run code); "
                        "pass a model file written by pose") from None
     except Exception as err:  # torch raises RuntimeError, EOFError, KeyError... for a damaged file
@@ -115,10 +117,12 @@ def read(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInput(f"{path}: model file not found; pass the .pth written by train (e.g. RESULTS/model_best.pth)")
     if path.suffix in (".onnx", ".engine"):
-        raise BadInput(f"{path}: a {path.suffix} file where a PyTorch .pth model is needed; pass the .pth it was exported from")
+        raise BadInput(f"{path}: a {path.suffix} file where a PyTorch .pth model is needed; "
+                       "pass the .pth it was exported from")
     ckpt = load(path)
     if not isinstance(ckpt, dict):
-        raise BadInput(f"{path}: not a pose model file (holds a {type(ckpt).__name__}); pass a checkpoint written by `pose ... train`")
+        raise BadInput(f"{path}: not a pose model file (holds a {type(ckpt).__name__}); "
+                       "pass a checkpoint written by `pose ... train`")
     missing = [k for k in (*REQUIRED_KEYS, "state_dict") if k not in ckpt]
     if missing:
         raise BadInput(f"{path}: not a pose model file (missing {', '.join(missing)}); "
@@ -131,7 +135,8 @@ def _check_metadata(path: Path, ckpt: dict[str, Any]) -> None:
     from pydantic import ValidationError
 
     if ckpt["network"] not in NETWORKS:
-        raise BadInput(f"{path}: network: {ckpt['network']!r} is not one of {', '.join(NETWORKS)}; the file is not a pose model")
+        raise BadInput(f"{path}: network: {ckpt['network']!r} is not one of {', '.join(NETWORKS)}; "
+                       "the file is not a pose model")
     size = ckpt["input_size"]
     if not (isinstance(size, (list, tuple)) and len(size) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):

@@ -34,7 +34,8 @@ def _onnx_predictor(path: Path, device: str | None) -> Predictor:
         session = ort.InferenceSession(str(path), providers=providers)
     except Exception as err:  # onnxruntime's InvalidProtobuf, Fail, ...: a damaged or foreign file
         detail = " ".join(str(err).split())[:160]
-        raise BadInput(f"{path}: not a readable ONNX model ({detail}); export it again with `pose ... export`") from None
+        raise BadInput(f"{path}: not a readable ONNX model ({detail}); "
+                       "export it again with `pose ... export`") from None
     # onnxruntime hands back the model's metadata_props: no second parse of the file with onnx.
     meta = session.get_modelmeta().custom_metadata_map
     if ONNX_METADATA_KEY not in meta:
@@ -66,7 +67,8 @@ def read_info(text: str, where: str) -> ModelInfo:
         return ModelInfo.from_dict(json.loads(text))
     except Exception as err:  # JSON, a missing key, a pose config that does not validate
         detail = " ".join(str(err).split())[:160]
-        raise BadInput(f"{where}: not pose model metadata ({type(err).__name__}: {detail}); export the model again") from None
+        raise BadInput(f"{where}: not pose model metadata ({type(err).__name__}: {detail}); "
+                       "export the model again") from None
 
 
 def engine_sidecar(engine_path: str | Path) -> Path:

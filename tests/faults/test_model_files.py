@@ -24,7 +24,10 @@ from pose_workloads.models import build_model
 from pose_workloads.runtime import load_predictor
 from pose_workloads.specs import COCO17, BpnetDatasetSpec
 
-TINY = {"simple-pose": {"name": "simple_pose_tiny"}, "bpnet": {"backbone_attributes": {"architecture": "tiny"}, "stages": 2}}
+TINY = {
+    "simple-pose": {"name": "simple_pose_tiny"},
+    "bpnet": {"backbone_attributes": {"architecture": "tiny"}, "stages": 2},
+}
 SIZE = {"simple-pose": (64, 48), "bpnet": (64, 64)}
 
 
@@ -65,25 +68,53 @@ def files(tmp_path_factory, coco_mini) -> dict:
 
 def simple_pose_spec(files, coco_mini, **model) -> Path:
     path = files["root"] / f"sp-{len(model)}.yaml"
-    data = {"train_images": str(coco_mini.images), "train_annotations": str(coco_mini.keypoints),
-            "val_images": str(coco_mini.images), "val_annotations": str(coco_mini.keypoints), "workers": 0}
-    path.write_text(yaml.safe_dump({"model": {"name": "simple_pose_tiny", **model}, "data": data,
-                                    "train": {"input_size": [64, 64], "epochs": 1, "batch_size": 2}}))
+    data = {
+        "train_images": str(coco_mini.images),
+        "train_annotations": str(coco_mini.keypoints),
+        "val_images": str(coco_mini.images),
+        "val_annotations": str(coco_mini.keypoints),
+        "workers": 0,
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "simple_pose_tiny", **model},
+                "data": data,
+                "train": {"input_size": [64, 64], "epochs": 1, "batch_size": 2},
+            }
+        )
+    )
     return path
 
 
 def bpnet_train_spec(files, **top) -> Path:
     shards = files["root"] / "shards"
     path = files["root"] / f"bp-{len(top)}-{top.get('load_graph')}.yaml"
-    path.write_text(yaml.safe_dump({
-        "num_epoch": 1, "amp": False, **top,
-        "dataloader": {"batch_size": 2, "workers": 0,
-                       "pose_config": {"target_shape": [8, 8], "pose_config_path": str(Path(__file__).parents[2] / "specs/pose_configs/coco17.json")},
-                       "image_config": {"image_dims": {"height": 64, "width": 64}},
-                       "dataset_config": {"root_data_path": str(shards.parent), "train_records_folder_path": str(shards.parent),
-                                          "train_records_path": [shards.name], "dataset_specs": {}}},
-        "model": {**TINY["bpnet"], "heat_channels": 18},  # COCO-17 + background
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "num_epoch": 1,
+                "amp": False,
+                **top,
+                "dataloader": {
+                    "batch_size": 2,
+                    "workers": 0,
+                    "pose_config": {
+                        "target_shape": [8, 8],
+                        "pose_config_path": str(Path(__file__).parents[2] / "specs/pose_configs/coco17.json"),
+                    },
+                    "image_config": {"image_dims": {"height": 64, "width": 64}},
+                    "dataset_config": {
+                        "root_data_path": str(shards.parent),
+                        "train_records_folder_path": str(shards.parent),
+                        "train_records_path": [shards.name],
+                        "dataset_specs": {},
+                    },
+                },
+                "model": {**TINY["bpnet"], "heat_channels": 18},  # COCO-17 + background
+            }
+        )
+    )
     return path
 
 
@@ -96,18 +127,84 @@ def one_line(capsys, argv: list[str]) -> str:
 
 
 ACTIONS = {
-    "simple-pose evaluate": lambda f, c, r: ["simple-pose", "evaluate", "-e", str(simple_pose_spec(f, c)), "-m", str(f["evil-simple-pose"]), "-r", str(r)],
-    "simple-pose inference": lambda f, c, r: ["simple-pose", "inference", "-m", str(f["evil-simple-pose"]), "--input", str(c.images), "-r", str(r)],
-    "simple-pose export": lambda f, c, r: ["simple-pose", "export", "-m", str(f["evil-simple-pose"]), "-o", str(r / "m.onnx")],
-    "bpnet evaluate": lambda f, c, r: ["bpnet", "evaluate", "--inference_spec", str(f["root"] / "infer.yaml"), "--model_filename",
-                                       str(f["evil-bpnet"]), "--dataset_spec", str(f["root"] / "coco_spec.json"), "-r", str(r)],
-    "bpnet inference": lambda f, c, r: ["bpnet", "inference", "--inference_spec", str(f["root"] / "infer.yaml"), "--model_filename",
-                                        str(f["evil-bpnet"]), "--input", str(c.images), "-r", str(r)],
+    "simple-pose evaluate": lambda f, c, r: [
+        "simple-pose",
+        "evaluate",
+        "-e",
+        str(simple_pose_spec(f, c)),
+        "-m",
+        str(f["evil-simple-pose"]),
+        "-r",
+        str(r),
+    ],
+    "simple-pose inference": lambda f, c, r: [
+        "simple-pose",
+        "inference",
+        "-m",
+        str(f["evil-simple-pose"]),
+        "--input",
+        str(c.images),
+        "-r",
+        str(r),
+    ],
+    "simple-pose export": lambda f, c, r: [
+        "simple-pose",
+        "export",
+        "-m",
+        str(f["evil-simple-pose"]),
+        "-o",
+        str(r / "m.onnx"),
+    ],
+    "bpnet evaluate": lambda f, c, r: [
+        "bpnet",
+        "evaluate",
+        "--inference_spec",
+        str(f["root"] / "infer.yaml"),
+        "--model_filename",
+        str(f["evil-bpnet"]),
+        "--dataset_spec",
+        str(f["root"] / "coco_spec.json"),
+        "-r",
+        str(r),
+    ],
+    "bpnet inference": lambda f, c, r: [
+        "bpnet",
+        "inference",
+        "--inference_spec",
+        str(f["root"] / "infer.yaml"),
+        "--model_filename",
+        str(f["evil-bpnet"]),
+        "--input",
+        str(c.images),
+        "-r",
+        str(r),
+    ],
     "bpnet export": lambda f, c, r: ["bpnet", "export", "-m", str(f["evil-bpnet"]), "-o", str(r / "m.onnx")],
     "bpnet prune": lambda f, c, r: ["bpnet", "prune", "-m", str(f["evil-bpnet"]), "-o", str(r / "pruned.pth")],
-    "bpnet train pretrained_weights": lambda f, c, r: ["bpnet", "train", "-e", str(bpnet_train_spec(f, pretrained_weights=str(f["evil-bpnet"]))), "-r", str(r)],
-    "bpnet train load_graph": lambda f, c, r: ["bpnet", "train", "-e", str(bpnet_train_spec(f, pretrained_weights=str(f["evil-bpnet"]), load_graph=True)), "-r", str(r)],
-    "simple-pose train pretrained_backbone": lambda f, c, r: ["simple-pose", "train", "-e", str(simple_pose_spec(f, c, pretrained_backbone=str(f["root"] / "evil-backbone.pth"))), "-r", str(r)],
+    "bpnet train pretrained_weights": lambda f, c, r: [
+        "bpnet",
+        "train",
+        "-e",
+        str(bpnet_train_spec(f, pretrained_weights=str(f["evil-bpnet"]))),
+        "-r",
+        str(r),
+    ],
+    "bpnet train load_graph": lambda f, c, r: [
+        "bpnet",
+        "train",
+        "-e",
+        str(bpnet_train_spec(f, pretrained_weights=str(f["evil-bpnet"]), load_graph=True)),
+        "-r",
+        str(r),
+    ],
+    "simple-pose train pretrained_backbone": lambda f, c, r: [
+        "simple-pose",
+        "train",
+        "-e",
+        str(simple_pose_spec(f, c, pretrained_backbone=str(f["root"] / "evil-backbone.pth"))),
+        "-r",
+        str(r),
+    ],
 }
 
 
@@ -115,7 +212,9 @@ ACTIONS = {
 def test_planted_payload_never_runs_and_the_action_exits_2_with_one_line(files, coco_mini, tmp_path, capsys, action):
     line = one_line(capsys, ACTIONS[action](files, coco_mini, tmp_path / "out"))
     assert not files["marker"].exists(), "the payload ran"
-    assert "which pose never loads (unpickling it would run code)" in line and "holds the Python object exec" in line, line
+    assert "which pose never loads (unpickling it would run code)" in line and "holds the Python object exec" in line, (
+        line
+    )
 
 
 @pytest.mark.parametrize("network", sorted(TINY))
@@ -141,12 +240,21 @@ def test_pickled_module_file_is_refused_with_how_to_convert_and_converts(files, 
     with pytest.raises(BadInput) as err:
         model_file.read(old)
     line = str(err.value)
-    assert "(a pickled model, as pruned files were once saved), which pose does not load because unpickling runs code" in line
-    assert f"if you trust this file, convert it: python -m pose_workloads.model_file convert-trusted {old} NEW.pth" in line
+    assert (
+        "(a pickled model, as pruned files were once saved), which pose does not load because unpickling runs code"
+        in line
+    )
+    assert (
+        f"if you trust this file, convert it: python -m pose_workloads.model_file convert-trusted {old} NEW.pth" in line
+    )
 
     new = tmp_path / "new.pth"
-    done = subprocess.run([sys.executable, "-m", "pose_workloads.model_file", "convert-trusted", str(old), str(new)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "pose_workloads.model_file", "convert-trusted", str(old), str(new)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     rebuilt = model_file.build_model(model_file.read(new))
     assert rebuilt.refinements[0].paf_out.in_channels == 24
@@ -173,7 +281,9 @@ def test_damaged_model_file_is_one_line(files, tmp_path, damage, suffix):
         load_predictor(path, device="cpu")
     line = str(err.value)
     assert "\n" not in line and line.startswith(str(path)), line
-    assert any(words in line for words in ("empty file", "not a readable", "not a PyTorch file", "not pose model metadata")), line
+    assert any(
+        words in line for words in ("empty file", "not a readable", "not a PyTorch file", "not pose model metadata")
+    ), line
 
 
 def test_onnx_where_a_pth_is_needed_is_one_line(files, capsys, tmp_path):
@@ -183,18 +293,32 @@ def test_onnx_where_a_pth_is_needed_is_one_line(files, capsys, tmp_path):
     assert "a .onnx file where a PyTorch .pth model is needed; pass the .pth it was exported from" in line
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda c: c.update(network="mmpose"), "network: 'mmpose' is not one of simple-pose, bpnet"),
-    (lambda c: c.update(input_size=[0, -4]), "input_size: [0, -4] is not [height, width]"),
-    (lambda c: c.update(pose_config={"keypoints": []}), "pose_config: "),
-    (lambda c: c["pose_config"].update(keypoints=c["pose_config"]["keypoints"][:13], sigmas=None, skeleton=[], flip_pairs=[]),
-     "layer_channels: head.6 [40, 17, 1] does not fit model_config's network ([40, 13, 1])"),
-    (lambda c: c.update(model_config={"name": "simple_pose_resnet18_v1b"}), "does not fit model_config's network"),
-    (lambda c: (c.pop("layer_channels"), c["pose_config"].update(keypoints=c["pose_config"]["keypoints"][:13], sigmas=None,
-                                                                  skeleton=[], flip_pairs=[])),
-     "state_dict does not fit the network its metadata describes"),
-    (lambda c: c["layer_channels"].update({"head.0": [1, 2, 3]}), "layer_channels: head.0 [1, 2, 3] does not fit"),
-], ids=["network", "input_size", "pose_config", "joints", "model_config", "no-layer_channels", "layer_channels"])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda c: c.update(network="mmpose"), "network: 'mmpose' is not one of simple-pose, bpnet"),
+        (lambda c: c.update(input_size=[0, -4]), "input_size: [0, -4] is not [height, width]"),
+        (lambda c: c.update(pose_config={"keypoints": []}), "pose_config: "),
+        (
+            lambda c: c["pose_config"].update(
+                keypoints=c["pose_config"]["keypoints"][:13], sigmas=None, skeleton=[], flip_pairs=[]
+            ),
+            "layer_channels: head.6 [40, 17, 1] does not fit model_config's network ([40, 13, 1])",
+        ),
+        (lambda c: c.update(model_config={"name": "simple_pose_resnet18_v1b"}), "does not fit model_config's network"),
+        (
+            lambda c: (
+                c.pop("layer_channels"),
+                c["pose_config"].update(
+                    keypoints=c["pose_config"]["keypoints"][:13], sigmas=None, skeleton=[], flip_pairs=[]
+                ),
+            ),
+            "state_dict does not fit the network its metadata describes",
+        ),
+        (lambda c: c["layer_channels"].update({"head.0": [1, 2, 3]}), "layer_channels: head.0 [1, 2, 3] does not fit"),
+    ],
+    ids=["network", "input_size", "pose_config", "joints", "model_config", "no-layer_channels", "layer_channels"],
+)
 def test_metadata_that_contradicts_the_weights_is_one_line(files, tmp_path, change, words):
     ckpt = model_dict("simple-pose")
     change(ckpt)
@@ -215,11 +339,18 @@ def test_onnx_metadata_that_contradicts_its_outputs_is_one_line(files, tmp_path)
     model = onnx_lib.load(str(onnx))
     meta = next(p for p in model.metadata_props if p.key == "pose")
     info = json.loads(meta.value)
-    info["pose_config"] = {**info["pose_config"], "keypoints": info["pose_config"]["keypoints"][:13], "sigmas": None,
-                           "skeleton": [], "flip_pairs": []}
+    info["pose_config"] = {
+        **info["pose_config"],
+        "keypoints": info["pose_config"]["keypoints"][:13],
+        "sigmas": None,
+        "skeleton": [],
+        "flip_pairs": [],
+    }
     meta.value = json.dumps(info)
     onnx_lib.save(model, str(onnx))
-    with pytest.raises(BadInput, match=r"outputs \[17\] channels, but its metadata describes a simple-pose model with \[13\]"):
+    with pytest.raises(
+        BadInput, match=r"outputs \[17\] channels, but its metadata describes a simple-pose model with \[13\]"
+    ):
         load_predictor(onnx, device="cpu")
 
 
@@ -230,7 +361,10 @@ def test_corrupt_checkpoint_last_names_the_file_and_the_older_checkpoint(files, 
     (results / "checkpoint_last.pth").write_bytes(files["simple-pose"].read_bytes()[:1000])
     line = one_line(capsys, ["simple-pose", "train", "-e", str(simple_pose_spec(files, coco_mini)), "-r", str(results)])
     assert f"{results / 'checkpoint_last.pth'}: not a readable PyTorch file, truncated or damaged" in line
-    assert f"to resume, delete {results / 'checkpoint_last.pth'}: training then resumes from checkpoint_epoch_002.pth" in line
+    assert (
+        f"to resume, delete {results / 'checkpoint_last.pth'}: training then resumes from checkpoint_epoch_002.pth"
+        in line
+    )
 
 
 def test_prune_output_equal_to_its_input_is_refused_and_the_input_survives(files, tmp_path, capsys):

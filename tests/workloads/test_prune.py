@@ -157,7 +157,8 @@ def test_prune_command_writes_channels_and_weights_that_load_and_export(model_fi
 
     ckpt = read_model_file(output)
     assert "module" not in ckpt  # data only: layer_channels + state_dict
-    unpruned = layer_channels(build_model("bpnet", ckpt["model_config"], len(ckpt["pose_config"]["keypoints"]), pretrained=False))
+    joints = len(ckpt["pose_config"]["keypoints"])
+    unpruned = layer_channels(build_model("bpnet", ckpt["model_config"], joints, pretrained=False))
     assert sorted(unpruned) == sorted(ckpt["layer_channels"])
     assert any(ckpt["layer_channels"][name] != counts for name, counts in unpruned.items())
     assert ckpt["pruning"]["parameters"] == [before, after]

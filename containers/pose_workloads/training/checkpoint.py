@@ -104,7 +104,9 @@ def resume(path: Path, job: TrainJob, model: nn.Module, optimizer, scheduler,
 
 def _what_resumes_instead(path: Path) -> str:
     older = [p for p in sorted(path.parent.glob("checkpoint_epoch_[0-9][0-9][0-9]*.pth")) if p != path]
-    return f"training then resumes from {older[-1].name}" if older else "training then starts from scratch (no older checkpoint)"
+    if older:
+        return f"training then resumes from {older[-1].name}"
+    return "training then starts from scratch (no older checkpoint)"
 
 
 def save_epoch(results_dir: Path, job: TrainJob, model: nn.Module, done: int, optimizer, scheduler,
