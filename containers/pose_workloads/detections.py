@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -68,3 +68,19 @@ def read_detections(path: str | Path, score_threshold: float = 0.0, category_id:
         if category == category_id and score >= score_threshold:
             found.append(Detection(image_id, file_name, box, score))
     return found
+
+
+def read_boxes(path: str | Path | None, score_threshold: float = 0.0) -> dict[Any, list[tuple[np.ndarray, float]]]:
+    """A COCO results file of person boxes (read_detections) -> {file_name or
+    image_id: [(box xywh, score)]}.
+
+    Entries are keyed by "file_name" when they have one, else by "image_id" (matched to files
+    named by their id, COCO style 000000000785.jpg, or to a video's frame index from 0).
+    """
+    if path is None:
+        return {}
+    boxes: dict[Any, list[tuple[np.ndarray, float]]] = {}
+    for detection in read_detections(path, score_threshold, flag="--boxes"):
+        key = detection.file_name if detection.file_name is not None else detection.image_id
+        boxes.setdefault(key, []).append((detection.box_xywh, detection.score))
+    return boxes

@@ -17,12 +17,12 @@ import yaml
 
 from pose_workloads.__main__ import main as workload_main
 from pose_workloads.data.synth import write_synthetic_dataset
+from pose_workloads.detections import read_boxes
 from pose_workloads.errors import BadInput
 from pose_workloads.evaluate import METRIC_NAMES, coco_keypoint_metrics
 from pose_workloads.models import build_model
 from pose_workloads.simple_pose.evaluate import main as evaluate
 from pose_workloads.simple_pose.inference import main as inference
-from pose_workloads.simple_pose.inference import read_boxes
 from pose_workloads.simple_pose.train import heatmap_accuracy, heatmap_loss
 from pose_workloads.simple_pose.train import main as train
 from pose_workloads.specs import COCO17, PoseConfig

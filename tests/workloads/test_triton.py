@@ -134,7 +134,7 @@ def served(request, tmp_path_factory, write_model):
 
 
 def _boxes(coco_mini, name: str) -> np.ndarray:
-    from pose_workloads.simple_pose.inference import read_boxes
+    from pose_workloads.detections import read_boxes
 
     found = read_boxes(coco_mini.detections).get(int(Path(name).stem), [])
     return np.array([b for b, _ in found], np.float32).reshape(-1, 4)

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boxes", default=None,
                         help="simple-pose: person boxes, COCO results JSON (default: the whole image)")
     args = parser.parse_args(argv)
-    from pose_workloads.simple_pose.inference import read_boxes
+    from pose_workloads.detections import read_boxes
 
     top_down = "BOXES" in (Path(args.repository) / ENSEMBLE / "config.pbtxt").read_text()
     boxes = read_boxes(args.boxes)

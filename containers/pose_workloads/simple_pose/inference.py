@@ -11,28 +11,12 @@ from typing import Any
 import numpy as np
 
 from pose_workloads import media
-from pose_workloads.detections import read_detections
+from pose_workloads.detections import read_boxes
 from pose_workloads.errors import BadInput
 from pose_workloads.files import write_atomic
 from pose_workloads.render import draw_skeletons
 from pose_workloads.simple_pose.pipeline import EvalSettings, HeatmapFn, eval_settings, open_model, predict_people
 from pose_workloads.specs import PoseConfig, SimplePoseSpec, load_spec
-
-
-def read_boxes(path: str | Path | None, score_threshold: float = 0.0) -> dict[Any, list[tuple[np.ndarray, float]]]:
-    """A COCO results file of person boxes (detections.read_detections) -> {file_name or
-    image_id: [(box xywh, score)]}.
-
-    Entries are keyed by "file_name" when they have one, else by "image_id" (matched to files
-    named by their id, COCO style 000000000785.jpg, or to a video's frame index from 0).
-    """
-    if path is None:
-        return {}
-    boxes: dict[Any, list[tuple[np.ndarray, float]]] = {}
-    for detection in read_detections(path, score_threshold, flag="--boxes"):
-        key = detection.file_name if detection.file_name is not None else detection.image_id
-        boxes.setdefault(key, []).append((detection.box_xywh, detection.score))
-    return boxes
 
 
 def _boxes_for(boxes: dict, name: str, index: int | None, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
