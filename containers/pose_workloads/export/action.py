@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pose_workloads import model_file
 from pose_workloads.errors import BadInput
+from pose_workloads.export.gate import compare, gate_inputs
 from pose_workloads.export.onnx import INPUT_NAME, LAYOUTS, ExportFailed, export_onnx
 from pose_workloads.export.tensorrt import (
     DATA_TYPES,
@@ -21,7 +22,7 @@ from pose_workloads.export.tensorrt import (
 )
 from pose_workloads.runtime import engine_sidecar
 from pose_workloads.serving.repository import check_repository_args, describe, serving_settings, write_repository
-from pose_workloads.specs import BpnetInferenceSpec, load_spec
+from pose_workloads.specs import BpnetDatasetSpec, BpnetInferenceSpec, load_spec
 
 
 def _check_args(args) -> None:
@@ -43,9 +44,10 @@ def _check_args(args) -> None:
         elif cache is None or not cache.is_file():
             raise BadInput("--data_type int8: needs --cal_image_dir (a folder of images like the ones the model "
                            "will see) or an existing --cal_cache_file")
-    elif args.cal_image_dir or args.cal_cache_file:
-        print("note: --cal_image_dir / --cal_cache_file are used only with --engine_file and --data_type int8",
-              file=sys.stderr)
+    elif args.cal_cache_file:
+        print("note: --cal_cache_file is used only with --engine_file and --data_type int8", file=sys.stderr)
+    elif args.cal_image_dir:
+        calibration_images(args.cal_image_dir)  # the accuracy gate's images
     if args.triton_repository:
         check_repository_args(args.triton_repository, args.triton_backend, args.engine_file)
 
@@ -56,6 +58,7 @@ def main(args) -> int:
     _check_args(args)
     inference_spec_path = getattr(args, "inference_spec", None)
     inference_spec = load_spec(BpnetInferenceSpec, inference_spec_path) if inference_spec_path else None
+    val_dataset = load_spec(BpnetDatasetSpec, args.val_dataset) if args.val_dataset else None
 
     ckpt = model_file.read(args.model)
     model_file.check_network(args.model, ckpt["network"], network, f"use `pose {ckpt['network']} export`")
@@ -87,8 +90,34 @@ def main(args) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"wrote {args.engine_file} and {engine_sidecar(args.engine_file).name}")
+    failure = _accuracy_gate(args, info, inference_spec, val_dataset)
+    if failure:
+        written = [Path(args.output)]
+        if args.engine_file:
+            written += [Path(args.engine_file), engine_sidecar(args.engine_file)]
+        for path in written:
+            path.unlink(missing_ok=True)
+        print(f"error: accuracy gate: {failure}; removed what this export wrote", file=sys.stderr)
+        return 1
     if args.triton_repository:
         repository = write_repository(args.triton_repository, args.output, args.triton_backend, args.max_batch_size,
                                       serving, args.engine_file)
         print(describe(repository))
     return 0
+
+
+def _accuracy_gate(args, info, inference_spec, val_dataset) -> str | None:
+    """Compare the written files with PyTorch on real images (export/gate.py); the first failure."""
+    if not args.cal_image_dir and val_dataset is None:
+        print("note: no --cal_image_dir or --val_dataset: the files are checked on random inputs only", file=sys.stderr)
+        return None
+    inputs = gate_inputs(info, args.cal_image_dir, val_dataset)
+    candidates = [(args.output, "ONNX (onnxruntime)", "fp32")]
+    if args.engine_file:
+        candidates.append((args.engine_file, f"{args.data_type} TensorRT engine", args.data_type))
+    for path, what, precision in candidates:
+        comparison = compare(args.model, path, what, precision, inputs, val_dataset, inference_spec)
+        print("\n".join(comparison.lines()), flush=True)
+        if comparison.failure():
+            return comparison.failure()
+    return None

@@ -161,7 +161,7 @@ def check_repository_args(repository: str | Path, backend: str, engine_file: str
                        "give a new or empty folder (a previous export's repository is replaced)")
 
 
-def serving_settings(info, inference_spec=None):
+def serving_settings(info, inference_spec=None, single_scale: bool = True):
     """What `pose inference` does around the network, for the Python steps: simple-pose's
     defaults without -e (flip test, argmax); bpnet's inference spec (default TAO's) with the
     model's training normalisation (the spec's train_spec wins, as in inference), single-scale."""
@@ -173,7 +173,7 @@ def serving_settings(info, inference_spec=None):
     from pose_workloads.specs import BpnetInferenceSpec, BpnetNormalization, BpnetTrainSpec, load_spec
 
     spec = inference_spec or BpnetInferenceSpec()
-    if spec.multi_scale_inference and list(spec.scales) != [1.0]:
+    if single_scale and spec.multi_scale_inference and list(spec.scales) != [1.0]:
         raise BadInput(f"--inference_spec: multi_scale_inference: a Triton repository runs the network once per image; "
                        f"set it to false (scales {spec.scales} would each need their own pass)")
     if spec.train_spec:
