@@ -35,22 +35,31 @@ def heatmap_accuracy(predicted: np.ndarray, target: np.ndarray, threshold: float
         Mean over joints (that have a target in some crop) of the fraction of correct crops; NaN
         when no joint has a target.
     """
-    from pose_workloads.decode import argmax_coords
+    import torch
 
+    # In torch, on the tensors the step has (every training step calls this: a NumPy copy of a
+    # channels-last output cost more than the rest of the loop's bookkeeping).
+    predicted = torch.as_tensor(predicted).detach().float()
+    target = torch.as_tensor(target).detach().float()
     n, k, h, w = target.shape
-    pred_xy, _ = argmax_coords(np.asarray(predicted, dtype=np.float32))
-    true_xy, true_max = argmax_coords(np.asarray(target, dtype=np.float32))
-    norm = np.array([w / 10.0, h / 10.0], dtype=np.float32)
-    distance = np.linalg.norm((pred_xy - true_xy) / norm, axis=-1)  # (N, K)
+
+    def peaks(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # decode.argmax_coords' rule: the first maximum; (0, 0) where it is not positive.
+        values, index = maps.reshape(n, k, h * w).max(dim=2)
+        return torch.stack([index % w, index // w], dim=-1).float() * (values > 0)[..., None], values
+
+    (pred_xy, _), (true_xy, true_max) = peaks(predicted), peaks(target)
+    norm = torch.tensor([w / 10.0, h / 10.0])
+    distance = torch.linalg.vector_norm((pred_xy - true_xy) / norm, dim=-1)  # (N, K)
     labelled = true_max > 0
-    counts = labelled.sum(axis=0)
-    correct = ((distance < threshold) & labelled).sum(axis=0)
+    counts = labelled.sum(dim=0)
+    correct = ((distance < threshold) & labelled).sum(dim=0)
     per_joint = correct[counts > 0] / counts[counts > 0]
-    return float(per_joint.mean()) if per_joint.size else float("nan")
+    return float(per_joint.mean()) if per_joint.numel() else float("nan")
 
 
 def _batch_accuracy(outputs, batch) -> dict[str, float]:
-    accuracy = heatmap_accuracy(outputs.float().cpu().numpy(), batch["target"].cpu().numpy())
+    accuracy = heatmap_accuracy(outputs, batch["target"])
     return {} if np.isnan(accuracy) else {"heatmap_accuracy": accuracy}
 
 

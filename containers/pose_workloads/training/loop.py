@@ -289,7 +289,7 @@ def _train(job: TrainJob, procs: Processes, stop: StopRequests | None = None) ->
                 }
                 log.add(record, done * steps)
                 save_epoch(results_dir, job, model, done, optimizer, scheduler, scaler, best_ap, improved)
-                log.plot(now=bool(val) or done == job.epochs)
+                log.plot(now=bool(val))  # and the final curves after the final model
                 print(epoch_line(record, job.epochs), flush=True)
             if procs.world_size > 1:
                 dist.barrier()
@@ -299,6 +299,8 @@ def _train(job: TrainJob, procs: Processes, stop: StopRequests | None = None) ->
 
         if procs.is_main:
             save_final(results_dir, job, model, best_ap)
+            if log is not None and log.records:
+                log.plot(now=True)
     finally:
         if log is not None:
             log.close()

@@ -4,7 +4,6 @@ epoch line on stdout (rank 0 only)."""
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,8 @@ class MetricsLog:
         # A resumed run forgets what was logged after its checkpoint.
         self.records = _read_metrics(results_dir / METRICS, start_epoch)
         self.writer = SummaryWriter(str(results_dir / "tensorboard"), purge_step=purge_step)
-        self.last_plot = -math.inf
+        # The first curves come after CURVES_EVERY_S, or at an evaluation, or at close.
+        self.last_plot = time.monotonic()
 
     def add(self, record: dict[str, Any], step: int) -> None:
         self.records.append(record)
