@@ -39,6 +39,17 @@ class Processes:
         return self.rank == 0
 
 
+def process_group_timeout():
+    import datetime
+
+    return datetime.timedelta(minutes=PROCESS_GROUP_TIMEOUT_MIN)
+
+
+# NCCL's default watchdog timeout is 10 minutes: the other ranks wait in the next collective while
+# rank 0 validates (COCO val2017 takes longer than that for bpnet on one GPU) and would be killed.
+PROCESS_GROUP_TIMEOUT_MIN = 120
+
+
 def init_processes() -> Processes:
     """torchrun's environment -> a process group (NCCL on GPU, gloo on CPU); one process without it."""
     import torch
@@ -51,6 +62,6 @@ def init_processes() -> Processes:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank())
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=process_group_timeout())
         started = True
     return Processes(dist.get_rank(), dist.get_world_size(), local_rank(), started)

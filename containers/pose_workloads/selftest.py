@@ -20,8 +20,12 @@ def main(args) -> int:
 
     rank, world_size, local_rank = ranks.rank(), ranks.world_size(), ranks.local_rank()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        # Before the process group: NCCL binds each rank to the current device, and without this
+        # every rank of a node would share GPU 0.
+        torch.cuda.set_device(local_rank)
     if world_size > 1:
-        dist.init_process_group(backend)  # env:// from torchrun
+        dist.init_process_group(backend, timeout=ranks.process_group_timeout())  # env:// from torchrun
     else:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")

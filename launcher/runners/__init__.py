@@ -14,7 +14,10 @@ from launcher.mounts import ContainerOptions, Mount
 # Set for every task, both runners. Unbuffered: log lines arrive as they are printed.
 # Safe path (Python >= 3.11): `python -m` would otherwise put the working directory first on
 # sys.path, and a stray timeit.py or random.py there breaks torch's imports.
-TASK_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1"}
+# PCI bus order: `--gpu_index` and `pose info` number GPUs as NVML does (by PCI bus); CUDA's own
+# default order is fastest-first, so on a machine of mixed GPUs CUDA_VISIBLE_DEVICES=1 would pick
+# another card than the one NVML calls 1.
+TASK_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONSAFEPATH": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 @dataclass(frozen=True)

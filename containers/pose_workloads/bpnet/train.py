@@ -268,6 +268,7 @@ def main(args) -> int:
         workers=spec.dataloader.workers,
         seed=spec.seed,
         amp=spec.amp,
+        amp_dtype=spec.amp_dtype,
         channels_last=spec.model.data_format == "channels_last",
         steps_per_epoch=steps,
         spec=spec,

@@ -123,6 +123,7 @@ def main(args) -> int:
         workers=spec.data.workers,
         seed=t.seed,
         amp=t.amp,
+        amp_dtype=t.amp_dtype,
         channels_last=t.channels_last,
         spec=spec,
     )

@@ -198,6 +198,8 @@ class BpnetTrainSpec(Strict):
     validation_every_n_epoch: int = Field(default=0, ge=0, description="0 = no in-training evaluation")
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="NumPy takes seeds 0 .. 2**32-1")
     amp: bool = True
+    amp_dtype: Literal["float16", "bfloat16"] = Field(
+        default="float16", description="AMP's low precision: bfloat16 (Ampere and newer) needs no loss scaling")
     dataloader: BpnetDataloader
     model: BpnetModel = Field(default_factory=BpnetModel)
     optimizer: BpnetOptimizer = Field(default_factory=BpnetOptimizer)

@@ -56,6 +56,8 @@ class SimplePoseTrain(Strict):
     checkpoint_every: int = Field(default=10, ge=1, description="epochs between numbered checkpoints")
     eval_every: int = Field(default=10, ge=0, description="epochs between val AP evaluations; 0 = only at the end")
     amp: bool = Field(default=True, description="mixed precision on GPU (ignored on CPU)")
+    amp_dtype: Literal["float16", "bfloat16"] = Field(
+        default="float16", description="AMP's low precision: bfloat16 (Ampere and newer) needs no loss scaling")
     channels_last: bool = True
 
     @field_validator("input_size")

@@ -81,6 +81,7 @@ class TrainJob:
     workers: int = 0
     seed: int = 0
     amp: bool = True
+    amp_dtype: str = "float16"  # or "bfloat16": no GradScaler (its exponent range is float32's)
     channels_last: bool = True
     steps_per_epoch: int | None = None
     spec: Any = None

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -57,6 +57,21 @@ class EpochStats:
     sums: dict[str, Any] | None = None
 
 
+class AmpSettings(NamedTuple):
+    enabled: bool
+    dtype: torch.dtype
+    loss_scaling: bool  # float16 only: bfloat16 has float32's exponent range
+
+
+def amp_settings(job: TrainJob, device: torch.device) -> AmpSettings:
+    """Mixed precision on CUDA when the job asks for it, in its amp_dtype."""
+    if job.amp_dtype not in ("float16", "bfloat16"):
+        raise ValueError(f"amp_dtype {job.amp_dtype!r}: use float16 or bfloat16")
+    enabled = job.amp and device.type == "cuda"
+    dtype = torch.bfloat16 if job.amp_dtype == "bfloat16" else torch.float16
+    return AmpSettings(enabled, dtype, enabled and dtype == torch.float16)
+
+
 def train_one_epoch(
     job: TrainJob,
     model: nn.Module,
@@ -77,7 +92,7 @@ def train_one_epoch(
     and RNG states are `resumed`). A stop request agreed after a step ends the pass early
     (`stopped_after`). A non-finite loss raises NonFiniteLoss naming its parts."""
     model.train()
-    use_amp = scaler.is_enabled()
+    amp = amp_settings(job, device)
     plain_model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     progress = EpochProgress(epoch + 1, job.epochs, steps, procs.is_main)
     sums = dict(resumed["sums"][procs.rank]) if resumed and len(resumed["sums"]) == procs.world_size else {}
@@ -94,7 +109,7 @@ def train_one_epoch(
             if job.channels_last and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             n = int(inputs.shape[0])
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device_type=device.type, dtype=amp.dtype, enabled=amp.enabled):
                 outputs = model(inputs)
                 loss, parts = job.loss_fn(outputs, batch)
             penalty = kernel_penalty(plain_model, job.regularization)
@@ -225,8 +240,8 @@ def _train(job: TrainJob, procs: Processes, stop: StopRequests | None = None) ->
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: learning_rate(job.schedule, job.lr, it / steps, job.epochs) / job.lr
     )
-    use_amp = job.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp = amp_settings(job, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp.loss_scaling)
 
     # Resume at the last complete epoch.
     last = results_dir / CHECKPOINT_LAST
@@ -249,7 +264,7 @@ def _train(job: TrainJob, procs: Processes, stop: StopRequests | None = None) ->
         log = MetricsLog(results_dir, start_epoch, purge_step=start_epoch * steps + start_step + 1)
         print(
             f"training {job.network}: {job.epochs} epochs x {steps} iterations, batch {job.batch_size} "
-            f"x {procs.world_size} process(es) on {device}" + (", AMP" if use_amp else ""),
+            f"x {procs.world_size} process(es) on {device}" + (f", AMP {job.amp_dtype}" if amp.enabled else ""),
             flush=True,
         )
 
