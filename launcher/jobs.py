@@ -132,7 +132,10 @@ def logs(job: str, follow: bool = False) -> int:
         client = _docker_client()
         client.api.timeout = None
         container = client.containers.get(job)
-        stream_logs(client.api.logs(container.id, stream=True, follow=follow, demux=True), lambda line: line)
+        rewrite = LogPathMapper([tuple(p) for p in json.loads(container.labels.get("pose.log_paths", "[]"))])
+        # The engine's log stream: stdout and stderr already merged, in order.
+        chunks = client.api.logs(container.id, stream=True, follow=follow, stdout=True, stderr=True)
+        stream_logs(((chunk, None) for chunk in chunks), rewrite)
         return int(container.wait()["StatusCode"]) if follow else 0
     from launcher.runners import kubernetes
 

@@ -110,7 +110,8 @@ def launch(network: str, action: str, values: dict[str, Any], options: LaunchOpt
         launch_root.mkdir(parents=True, exist_ok=True)
         plan.write_specs()
         try:
-            return run_detached(replace(call, labels=(("pose.launch_dir", str(launch_dir)),)))
+            return run_detached(replace(call, labels=(("pose.launch_dir", str(launch_dir)),
+                                                      ("pose.log_paths", json.dumps(call.log_paths)))))
         except BaseException:
             shutil.rmtree(launch_dir, ignore_errors=True)
             raise

@@ -201,7 +201,7 @@ def pyxis_mounts(job: SlurmJob) -> str:
 # ---- runtime docker: the Docker runner's own options, as a `docker run` argv ------------------
 
 def _docker_node_script(job: SlurmJob) -> str:
-    from launcher.runners.docker import container_kwargs
+    from launcher.runners.docker import DEFAULT_ULIMITS, container_kwargs
 
     call = replace(job.call, gpu_ids=())
     kwargs = container_kwargs(call, "NAME")
@@ -213,19 +213,39 @@ def _docker_node_script(job: SlurmJob) -> str:
     argv[argv.index("--name") + 1] = _CONTAINER_NAME
     if job.gpus_per_node:
         argv[3:3] = ["--gpus", _GPU_DEVICES]
+    words = dict(_SHELL_WORDS)
+    if not call.docker_options.ulimits:
+        # pose's default ulimits, lowered to the node's hard limits: what the Docker runner ends up
+        # with where the engine cannot raise a limit (ulimits_within_host_limits), decided per node.
+        for i in [i + 1 for i, item in enumerate(argv) if item == "--ulimit"]:
+            name = argv[i].split("=")[0]
+            if name in _ULIMIT_FLAGS:
+                flag, unit = _ULIMIT_FLAGS[name]
+                argv[i] = f"\0ulimit-{name}"
+                words[argv[i]] = f'"{name}=$(within_hard_limit {flag} {unit} {DEFAULT_ULIMITS[name]})"'
     return f"""#!/bin/bash
 # pose {call.task} on node $SLURM_NODEID (runtime docker: the Docker runner's options, see container_kwargs)
 exit_dir={shlex.quote(str(job.launch_dir / "exit"))}
 name="pose-$SLURM_JOB_ID-$SLURM_NODEID-${{SLURM_RESTART_COUNT:-0}}"
+within_hard_limit() {{  # bash ulimit flag, bytes per unit it reports, pose's default -> SOFT:HARD
+    local hard value=$3
+    hard=$(ulimit -H "$1")
+    if [[ $hard != unlimited ]] && (( value == -1 || value > hard * $2 )); then value=$(( hard * $2 )); fi
+    echo "$value:$value"
+}}
 # The docker CLI may die before its container: signals go to the container by name.
 forward() {{ docker kill --signal "$1" "$name" >/dev/null 2>&1 || true; }}
 trap 'forward TERM' TERM
 trap 'forward INT' INT
 trap 'forward USR1' USR1
-{shell_join(argv)} &
+{" ".join(words.get(word) or shlex.quote(word) for word in argv)} &
 {_WAIT}
 docker rm -f "$name" >/dev/null 2>&1 || true
 {_RECORD}"""
+
+
+# Docker ulimit name -> (bash `ulimit` flag, bytes or items per unit that flag reports).
+_ULIMIT_FLAGS = {"memlock": ("-l", 1024), "stack": ("-s", 1024), "nofile": ("-n", 1)}
 
 
 # `client.containers.create()` keyword -> how `docker run` spells it. A keyword missing here

@@ -218,7 +218,7 @@ def test_two_node_training_in_docker_matches_two_local_ranks(slurm, docker_clien
     in_docker.mounts.write_text(json.dumps({**settings, "Mounts": [
         {"source": str(data), "destination": "/workspace/data", "read_only": True},
         {"source": str(tmp_path), "destination": "/workspace/run"},
-    ]}))
+    ], "Envs": [{"variable": "OMP_NUM_THREADS", "value": "1"}]}))
     spec = in_docker.spec(epochs=2)
     local = in_docker.pose("simple-pose", "train", "-e", str(spec), "-r", str(results / "local"), "--runner", "local",
                            "--gpus", "2")

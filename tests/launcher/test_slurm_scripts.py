@@ -149,3 +149,4 @@ def test_docker_node_script_names_the_container_per_node_and_forwards_signals(tm
     assert '--name "$name"' in text and "--network host" in text
     assert '--gpus "\\"device=$CUDA_VISIBLE_DEVICES\\""' in text
     assert "docker kill --signal" in text
+    assert '--ulimit "memlock=$(within_hard_limit -l 1024 -1)"' in text
