@@ -226,12 +226,18 @@ def coco_keypoint_metrics(
 
 def _read_gt(path: Path, num_joints: int) -> dict:
     gt = read_coco_json(path)
-    for ann in gt["annotations"]:
-        if ann.get("keypoints") and len(ann["keypoints"]) != 3 * num_joints:
-            raise BadInput(
-                f"{path}: annotations[id={ann.get('id')}].keypoints: {len(ann['keypoints']) // 3} joints, but the "
-                f"pose config has {num_joints} OKS sigmas; pass the pose config these annotations use"
-            )
+    labelled = [ann for ann in gt["annotations"] if isinstance(ann, dict) and ann.get("keypoints")]
+    wrong = [ann for ann in labelled if len(ann["keypoints"]) != 3 * num_joints]
+    if wrong and len(wrong) == len(labelled):
+        ann = wrong[0]
+        raise BadInput(
+            f"{path}: annotations[id={ann.get('id')}].keypoints: {len(ann['keypoints']) // 3} joints, but the "
+            f"pose config has {num_joints} OKS sigmas; pass the pose config these annotations use"
+        )
+    for ann in wrong:
+        # A few damaged annotations (load_coco skips and counts them): that person is ignored, as
+        # COCO ignores crowds, so neither a miss nor a false positive; the others are scored.
+        ann.update(keypoints=[0] * (3 * num_joints), num_keypoints=0, ignore=1)
     return gt
 
 

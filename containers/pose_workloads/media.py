@@ -9,6 +9,7 @@ Undecodable images raise `BadSample` when read: datasets count it and draw anoth
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -16,6 +17,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from pose_workloads.bad_data import Skips
 from pose_workloads.errors import BadInput
 from pose_workloads.files import write_atomic
 
@@ -80,13 +82,29 @@ class Frame(NamedTuple):
     image: np.ndarray  # (H, W, 3) uint8 RGB
 
 
-def image_frames(files: list[Path], fix: str) -> Iterator[Frame]:
-    """Each image as a Frame; an undecodable one is BadInput naming it, then `fix`."""
+def image_frames(files: list[Path], fix: str, skips: Skips | None = None) -> Iterator[Frame]:
+    """Each image as a Frame. An undecodable one is skipped and counted in `skips` (the bad-data
+    policy, bad_data.py); without `skips`, or when no image at all can be read, BadInput naming
+    it, then `fix`."""
+    read = 0
     for index, path in enumerate(files):
         try:
-            yield Frame(path.name, index, read_image(path))
+            image = read_image(path)
         except BadSample as err:
-            raise BadInput(f"{err}; {fix}") from None
+            if skips is None or (read == 0 and index == len(files) - 1):
+                raise BadInput(f"{err}; {fix}") from None
+            skips.add(err.reason, path.name)
+            continue
+        read += 1
+        yield Frame(path.name, index, image)
+
+
+def output_names(files: list[Path], suffix: str) -> dict[Path, str]:
+    """A distinct output file name per input: `<stem><suffix>`, or `<stem>_<ext><suffix>` for
+    inputs that share a stem (a.jpg and a.png must not overwrite each other's drawing)."""
+    stems = Counter(path.stem for path in files)
+    return {path: f"{path.stem}{suffix}" if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.')}{suffix}"
+            for path in files}
 
 
 class Video(NamedTuple):

@@ -183,7 +183,7 @@ def test_evaluate_puts_people_back_on_the_image_whatever_the_sizing(fields, orac
     assert main(argv) == 0
     metrics = json.loads((results_dir / "metrics.json").read_text())
     assert set(metrics) == {"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl",
-                            "per_joint_error_px"}
+                            "per_joint_error_px", "skipped"}
     assert list(metrics["per_joint_error_px"]) == COCO17.keypoints  # the neck is not a COCO joint
     assert metrics["AP"] >= 0.95, metrics
     results = json.loads((results_dir / "keypoints_results.json").read_text())

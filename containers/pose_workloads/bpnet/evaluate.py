@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from pose_workloads.bad_data import Skips
 from pose_workloads.bpnet.pipeline import annotation_joint_index, coco_results, describe, predict_people, prepare
 from pose_workloads.errors import BadInput
 from pose_workloads.specs import BpnetDatasetSpec, load_pose_config, load_spec
@@ -16,7 +17,7 @@ from pose_workloads.specs import BpnetDatasetSpec, load_pose_config, load_spec
 
 class Evaluation(NamedTuple):
     results: list[dict]  # COCO keypoint results
-    metrics: dict[str, Any]  # METRIC_NAMES + per_joint_error_px
+    metrics: dict[str, Any]  # METRIC_NAMES + per_joint_error_px + skipped (bad_data.py)
     images: int
     network_ms: float  # summed over the images
     grouping_ms: float
@@ -39,11 +40,14 @@ def evaluate_predictor(predictor, settings, dataset_spec: BpnetDatasetSpec, mode
     data = load_coco(dataset_spec.resolve(split.images_root_dir_path), annotations, annotation_config)
     results: list[dict] = []
     network_ms = grouping_ms = 0.0
+    skips = Skips()
+    skips.update(data.skipped)  # bad annotations, as training skips them
     for record in track(data.images, len(data.images), label):
         try:
             image = read_image(record.image_path, (record.height, record.width))
-        except BadSample as err:
-            raise BadInput(f"{err}; fix or remove this image of the test split") from None
+        except BadSample as err:  # skipped and counted (bad_data.py); its people count as missed
+            skips.add(err.reason, Path(err.path).name)
+            continue
         prediction = predict_people(predictor, image, settings, pose_config)
         results += coco_results(prediction, record.image_id, to_annotation)
         network_ms += prediction.timings_ms["network"]
@@ -52,6 +56,8 @@ def evaluate_predictor(predictor, settings, dataset_spec: BpnetDatasetSpec, mode
     metrics: dict[str, Any] = coco_keypoint_metrics(annotations, results, sigmas, backend)
     errors = per_joint_mean_error(results, annotations, sigmas) if results else np.full(len(sigmas), np.nan)
     metrics["per_joint_error_px"] = {name: float(e) for name, e in zip(annotation_config.keypoints, errors)}
+    metrics["skipped"] = skips.as_dict()
+    skips.report("images and annotations", len(data.images))
     return Evaluation(results, metrics, len(data.images), network_ms, grouping_ms)
 
 

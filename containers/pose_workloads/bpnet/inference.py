@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from pose_workloads import media
+from pose_workloads.bad_data import Skips
 from pose_workloads.bpnet.pipeline import Prediction, describe, predict_people, prepare
 from pose_workloads.errors import BadInput
 from pose_workloads.files import write_atomic
@@ -59,6 +60,7 @@ def main(args) -> int:
     out_dir = Path(args.results_dir)
     annotated_dir = out_dir / ANNOTATED_DIR
     video = video_out = None
+    skips = Skips()
     if args.input_type == "video":
         if not source.is_file():
             raise BadInput(f"{source}: --input is not a file; pass a video ({', '.join(media.VIDEO_SUFFIXES)})")
@@ -69,7 +71,7 @@ def main(args) -> int:
     else:
         files = _image_files(source, args.input_type)
         fix = f"give image files ({', '.join(media.IMAGE_SUFFIXES)}) or --input_type video"
-        total, frames = len(files), media.image_frames(files, fix)
+        total, frames = len(files), media.image_frames(files, fix, skips)
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.dump_visualizations:
         annotated_dir.mkdir(exist_ok=True)
@@ -118,6 +120,7 @@ def main(args) -> int:
             "frames": frames_done,
             "people": sum(len(r["people"]) for r in records),
             "mean_timings_ms": mean_ms,
+            "skipped": skips.as_dict(),
         },
         "frames": records,
     }
@@ -125,6 +128,7 @@ def main(args) -> int:
     people = detections["metadata"]["people"]
     print(f"{people} people in {frames_done} frames; per frame: network {mean_ms['network']:.1f} ms, "
           f"grouping {mean_ms['grouping']:.1f} ms")
+    skips.report("images", total)
     if args.dump_visualizations:
         print(f"drew skeletons into {annotated_dir}")
     print(f"wrote {out_dir / DETECTIONS_FILE}")

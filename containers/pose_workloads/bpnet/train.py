@@ -171,9 +171,10 @@ def validation_fn(spec: BpnetTrainSpec, spec_path: str | Path, pose_config: Pose
     input height. The best epoch is kept as model_best.pth. None when validation is off."""
     import torch
 
+    from pose_workloads.bad_data import Skips
     from pose_workloads.data.coco import load_coco
     from pose_workloads.evaluate import coco_keypoint_metrics
-    from pose_workloads.media import read_image
+    from pose_workloads.media import BadSample, read_image
 
     if spec.validation_every_n_epoch == 0:
         return None
@@ -199,10 +200,18 @@ def validation_fn(spec: BpnetTrainSpec, spec_path: str | Path, pose_config: Pose
             return [heatmaps.float().cpu().numpy(), pafs.float().cpu().numpy()]
 
         results = []
+        skips = Skips()
+        skips.update(data.skipped)
         for record in data.images:
-            image = read_image(record.image_path, (record.height, record.width))
+            try:
+                image = read_image(record.image_path, (record.height, record.width))
+            except BadSample as err:  # skipped and counted, as everywhere (bad_data.py)
+                skips.add(err.reason, Path(err.path).name)
+                continue
             results += coco_results(predict_people(run, image, settings, pose_config), record.image_id, to_annotation)
-        return coco_keypoint_metrics(annotations, results, annotation_config.oks_sigmas)
+        skips.report("validation images and annotations", len(data.images))
+        metrics = coco_keypoint_metrics(annotations, results, annotation_config.oks_sigmas)
+        return {**metrics, "skipped": float(skips.total)}
 
     return evaluate_fn
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from pose_workloads import media
+from pose_workloads.bad_data import Skips
 from pose_workloads.detections import read_boxes
 from pose_workloads.errors import BadInput
 from pose_workloads.files import write_atomic
@@ -68,17 +69,22 @@ def main(args) -> int:
         (out_dir / "images").mkdir(exist_ok=True)
         paths = media.image_files(source) if source.is_dir() else [source]
         fix = f"give an image file (or a video: {', '.join(media.VIDEO_SUFFIXES)})"
-        for frame in media.image_frames(paths, fix):
-            image, name = frame.image, Path(frame.file)
+        drawn_names = media.output_names(paths, ".png")
+        skips = Skips()
+        for frame in media.image_frames(paths, fix, skips):
+            image, path = frame.image, paths[frame.index]
             box_xywh, box_scores = _boxes_for(boxes, frame.file, None, image.shape[1], image.shape[0])
             people = predict_people(heatmap_fn, image, box_xywh, pose_config, input_size, settings)
-            media.save_image(out_dir / "images" / f"{name.stem}.png",
+            media.save_image(out_dir / "images" / drawn_names[path],
                              draw_skeletons(image, people, pose_config, settings.joint_score_threshold))
             ids: dict[str, Any] = {"file_name": frame.file}
-            if name.stem.isdigit():
-                ids["image_id"] = int(name.stem)
+            if path.stem.isdigit():
+                ids["image_id"] = int(path.stem)
             results += _results_for(people, box_xywh, box_scores, settings.joint_score_threshold, **ids)
-        print(f"drew {len(results)} people on {len(paths)} images in {out_dir / 'images'}")
+        print(f"drew {len(results)} people on {len(paths) - skips.total} images in {out_dir / 'images'}")
+        skips.report("images", len(paths))
+        summary = {"images": len(paths), "people": len(results), "skipped": skips.as_dict()}
+        write_atomic(out_dir / "inference_summary.json", json.dumps(summary))
 
     write_atomic(out_dir / "keypoints_results.json", json.dumps(results))
     print(f"wrote {out_dir / 'keypoints_results.json'}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from pose_workloads.bad_data import Skips
 from pose_workloads.predictor import Predictor
 from pose_workloads.specs import PoseConfig, SimplePoseSpec
 
@@ -63,8 +64,38 @@ def predict_heatmaps(heatmap_fn: HeatmapFn, images: np.ndarray, flip_pairs, flip
     return heatmaps
 
 
-def predict_dataset(heatmap_fn: HeatmapFn, dataset, pose_config: PoseConfig, settings: EvalSettings):
-    """Every crop of a TopDownDataset (train=False) -> joints in image px.
+class _EvalCrops:
+    """A TopDownDataset's crops for evaluation: an unreadable image gives ("skipped", reason,
+    file) instead of another person's crop (training's redraw would score one person twice)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        from pose_workloads.media import BadSample
+
+        try:
+            return self.dataset._sample(index, np.random.default_rng((self.dataset.seed, 0, index)))
+        except BadSample as err:
+            return ("skipped", err.reason, Path(err.path).name)
+
+
+def _collate_readable(items: list):
+    """(default_collate of the readable crops or None, [(reason, file)] of the skipped ones)."""
+    from torch.utils.data import default_collate
+
+    readable = [item for item in items if not isinstance(item, tuple)]
+    skipped = [(item[1], item[2]) for item in items if isinstance(item, tuple)]
+    return (default_collate(readable) if readable else None), skipped
+
+
+def predict_dataset(heatmap_fn: HeatmapFn, dataset, pose_config: PoseConfig, settings: EvalSettings,
+                    skips: Skips | None = None):
+    """Every crop of a TopDownDataset (train=False) -> joints in image px. Crops of unreadable
+    images are skipped and counted in `skips` (bad_data.py).
 
     Returns:
         coords: (N, K, 2) float32 image px; maxvals: (N, K) float32; metas: one CropMeta of arrays.
@@ -74,10 +105,15 @@ def predict_dataset(heatmap_fn: HeatmapFn, dataset, pose_config: PoseConfig, set
     from pose_workloads.data.topdown import concat_metas
     from pose_workloads.decode import decode_heatmaps, heatmap_to_image_coords
 
-    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, shuffle=False,
-                                         num_workers=settings.workers)
+    loader = torch.utils.data.DataLoader(_EvalCrops(dataset), batch_size=settings.batch_size, shuffle=False,
+                                         num_workers=settings.workers, collate_fn=_collate_readable)
     coords, maxvals, metas = [], [], []
-    for batch in loader:
+    for batch, skipped in loader:
+        for reason, file in skipped:
+            if skips is not None:
+                skips.add(f"person crops: {reason}", file)
+        if batch is None:
+            continue
         heatmaps = predict_heatmaps(heatmap_fn, batch["image"].numpy(), pose_config.flip_pairs, settings.flip_test)
         joints_hm, confidence = decode_heatmaps(heatmaps, settings.decoder, settings.sigma)
         meta = batch["meta"]
@@ -97,12 +133,17 @@ def eval_dataset(spec: SimplePoseSpec, pose_config: PoseConfig, input_size: tupl
 
     val = load_coco(spec.data.val_images, spec.data.val_annotations, pose_config)
     if spec.data.val_detections is None:
-        return TopDownDataset(val.people, pose_config, input_size, sigma=spec.train.sigma, train=False)
-    detections = people_from_detections(
-        spec.data.val_detections, val.images, pose_config.num_joints, spec.data.detection_score_threshold
-    )
-    return TopDownDataset(detections.people, pose_config, input_size, sigma=spec.train.sigma, train=False,
-                          box_scores=detections.scores)
+        dataset = TopDownDataset(val.people, pose_config, input_size, sigma=spec.train.sigma, train=False)
+    else:
+        detections = people_from_detections(
+            spec.data.val_detections, val.images, pose_config.num_joints, spec.data.detection_score_threshold
+        )
+        dataset = TopDownDataset(detections.people, pose_config, input_size, sigma=spec.train.sigma, train=False,
+                                 box_scores=detections.scores)
+        dataset.skipped.update(detections.skipped)
+    # What was skipped reading the annotations, reported with the evaluation (bad_data.py).
+    dataset.skipped.update(val.skipped)
+    return dataset
 
 
 def coco_evaluation(heatmap_fn: HeatmapFn, dataset, pose_config: PoseConfig, annotations: str | Path,
@@ -114,13 +155,17 @@ def coco_evaluation(heatmap_fn: HeatmapFn, dataset, pose_config: PoseConfig, ann
     from pose_workloads.evaluate import coco_keypoint_metrics, per_joint_mean_error, topdown_results
 
     sigmas = pose_config.oks_sigmas
-    coords, maxvals, metas = predict_dataset(heatmap_fn, dataset, pose_config, settings)
+    skips = Skips()
+    skips.update(dataset.skipped)
+    coords, maxvals, metas = predict_dataset(heatmap_fn, dataset, pose_config, settings, skips)
     results = [] if metas is None else topdown_results(
         coords, maxvals, metas, sigmas, settings.joint_score_threshold, settings.oks_nms_threshold
     )
     metrics: dict[str, Any] = coco_keypoint_metrics(annotations, results, sigmas, settings.backend)
     errors = per_joint_mean_error(results, annotations, sigmas) if results else np.full(len(sigmas), np.nan)
     metrics["per_joint_error_px"] = {name: float(e) for name, e in zip(pose_config.keypoints, errors)}
+    metrics["skipped"] = skips.as_dict()
+    skips.report("annotations and person crops", len(dataset))
     return results, metrics
 
 

@@ -94,7 +94,8 @@ def main(args) -> int:
     def evaluate_fn(model) -> dict[str, float]:
         _, metrics = coco_evaluation(torch_heatmap_fn(model), val_dataset, pose_config, spec.data.val_annotations,
                                      settings)
-        return {k: v for k, v in metrics.items() if isinstance(v, float)}
+        return {**{k: v for k, v in metrics.items() if isinstance(v, float)},
+                "skipped": float(sum(metrics["skipped"].values()))}
 
     seed_everything(t.seed)
     model_config = spec.model.model_dump()
