@@ -11,7 +11,6 @@ import numpy as np
 
 from pose_workloads.bad_data import Skips
 from pose_workloads.bpnet.pipeline import annotation_joint_index, coco_results, describe, predict_people, prepare
-from pose_workloads.errors import BadInput
 from pose_workloads.specs import BpnetDatasetSpec, load_pose_config, load_spec
 
 
