@@ -28,7 +28,7 @@ EPOCHS = 16
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_tiny_bpnet_overfits_coco_mini_to_ap_0_8(coco_mini, tmp_path):
+def test_tiny_bpnet_overfits_coco_mini_to_ap_0_8_and_groups_as_well_as_tao(coco_mini, tmp_path):
     torch.set_num_threads(1)  # the machine is shared; one thread wastes nothing on spinning
 
     split = {"images_root_dir_path": "images", "annotation_root_dir_path": coco_mini.keypoints_name}
@@ -83,3 +83,15 @@ def test_tiny_bpnet_overfits_coco_mini_to_ap_0_8(coco_mini, tmp_path):
     metrics = json.loads((evaluation / "metrics.json").read_text())
     print(f"coco-mini AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} after {EPOCHS * REPEATS} steps")
     assert metrics["AP"] >= 0.8
+
+    # The trained network's maps grouped as TAO does (upsampled x8): the default grouping at the
+    # network's resolution scores no less.
+    infer_spec.write_text(yaml.safe_dump({"input_shape": [160, 240], "keep_aspect_ratio_mode": "None",
+                                          "upsample_maps": True}))
+    upsampled = tmp_path / "eval_upsampled"
+    assert main(["bpnet", "evaluate", "--inference_spec", str(infer_spec), "--model_filename",
+                 str(results / "model_final.pth"),
+                 "--dataset_spec", str(dataset_spec), "--results_dir", str(upsampled)]) == 0
+    tao = json.loads((upsampled / "metrics.json").read_text())
+    print(f"  upsampled x8 (TAO's decode): AP {tao['AP']:.3f}")
+    assert metrics["AP"] >= tao["AP"] - 0.001
