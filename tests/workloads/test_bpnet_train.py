@@ -1,4 +1,4 @@
-"""`bpnet train` (bpnet.py, training half): specs, the loss, optimizer and weights set-up, and a
+"""`bpnet train` (bpnet/train.py): specs, the loss, optimizer and weights set-up, and a
 short real run on coco-mini's shards that checkpoints, resumes and hands TAO's settings to the loop."""
 
 from __future__ import annotations

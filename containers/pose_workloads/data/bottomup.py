@@ -270,11 +270,11 @@ class BpnetShardDataset(IterableDataset):
 
     Streams `read_shards` (sequential reads of the tar shards). Each process (rank x DataLoader
     worker) reads its own part of every split, sample i going to part i % parts, so ranks and
-    workers never see the same sample (`shards_by_rank` tells train.py not to split again).
+    workers never see the same sample (`shards_by_rank` tells the training loop not to split again).
     Train mode shuffles within a buffer of `shuffle_buffer_size` and augments; each sample's
     augmentation draws from (seed, epoch, its index), so an epoch's samples do not
     depend on how many workers or ranks there are, and a resumed run sees what an uninterrupted
-    one would. Call `set_epoch` before each epoch (train.py does).
+    one would. Call `set_epoch` before each epoch (training/loop.py does).
 
     Args:
         manifests: the dataset_convert outputs (folders or their manifest.json).
