@@ -9,6 +9,7 @@ Exit codes: 0 ok, 1 task failed, 2 bad input (one line on stderr), 130/143 inter
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import signal
 import sys
@@ -96,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     except (BadInput, TaskFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A write outside files.write_atomic (TensorBoard, a video): still one line.
+        where = err.filename or "a result"
+        print(f"error: {where}: no space left on device; free some space and rerun", file=sys.stderr)
+        return 1
     except Terminated as stop:
         print("terminated" if stop.signum == signal.SIGTERM else f"terminated ({stop})", file=sys.stderr)
         return 128 + stop.signum

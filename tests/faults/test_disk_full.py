@@ -56,3 +56,19 @@ def test_json_results_too(tmp_path):
     with pytest.raises(DiskFull, match="no space left for metrics.json: it needs 2 bytes"):
         write_atomic(tmp_path / "metrics.json", "{}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_enospc_anywhere_in_an_action_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
+    # A write that does not go through write_atomic (TensorBoard's, say) running out of space.
+    import errno
+
+    from pose_workloads import __main__ as workload
+    from pose_workloads import selftest
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "events.out.tfevents"))
+
+    monkeypatch.setattr(selftest, "main", full)
+    assert workload.main(["selftest"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {tmp_path / 'events.out.tfevents'}: no space left on device; free some space and rerun"]
