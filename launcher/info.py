@@ -81,7 +81,7 @@ def print_images() -> int:
 
 def print_mounts_check() -> int:
     """Table of mounts with their problems; 2 when anything is wrong."""
-    from launcher.mounts import check_mounts
+    from launcher.mounts_check import check_mounts
 
     path, rows, other = check_mounts()
     print(f"mounts file: {path}")
