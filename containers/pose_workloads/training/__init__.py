@@ -30,7 +30,8 @@ Results directory (written by rank 0 only, every file atomically: temp file + os
     model_final.pth            at the end
     metrics.jsonl              one JSON object per epoch
     curves.png                 loss, LR and AP against epoch (render.plot_curves), redrawn
-                               after each epoch, at most every CURVES_EVERY_S seconds
+                               after an epoch at most every CURVES_EVERY_S seconds (and
+                               after each validation), and at the end
     spec.yaml                  the resolved spec
     tensorboard/               TensorBoard scalars
 """
