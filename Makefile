@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # The tritonserver binary (Triton 2.51, Python backend, CPU) for the serving tests and serve-demo.
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv test lint test-unit test-integration demo demo-bpnet serve-demo bench images docker-up docker-down slurm-up slurm-down clean
+.PHONY: venv test lint test-unit test-integration demo demo-bpnet serve-demo gpu-check bench images docker-up docker-down slurm-up slurm-down clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,11 @@ demo: venv
 
 demo-bpnet: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo_bpnet.sh
+
+# What only a GPU can show (AMP, NCCL, TensorRT parity, throughput), as one table: ~8 min on one
+# modern GPU. scripts/gpu_check.py --quick runs the same code small on a CPU.
+gpu-check: venv
+	$(BIN)/python scripts/gpu_check.py
 
 # The demo's model served by tritonserver (Python backend, CPU): export, start, query, stop.
 serve-demo: venv

@@ -248,7 +248,7 @@ class Calibration(NamedTuple):
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: EngineProfile, data_type: str = "fp32",
-                 calibration: Calibration | None = None) -> Path:
+                 calibration: Calibration | None = None, strongly_typed: bool | None = None) -> Path:
     """Build a TensorRT engine from an exported ONNX file, on TensorRT 10 or 11 (SUPPORTED_MAJORS).
 
     TensorRT 10: fp16/int8 as builder flags, int8 calibrated by an IInt8EntropyCalibrator2 (the
@@ -261,6 +261,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: Engine
         profile: the input shapes (engine_profile). INT8 calibrates at profile.opt.
         data_type: "fp32", "fp16" or "int8" (INT8 with FP16 allowed for layers without INT8
             kernels). INT8 needs `calibration` with an image folder or an existing cache file.
+        strongly_typed: None = this TensorRT's own path; True = the strongly typed path on 10 too.
     Writes engine_path and its sidecar `<engine>.json` (the ModelInfo + how it was built), atomically.
     Raises:
         BadInput: TensorRT cannot run here, or missing calibration data.
@@ -273,7 +274,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, profile: Engine
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     info = read_onnx_info(onnx_path)
-    implicit = implicit_precision(trt)
+    # strongly_typed: None picks the path this TensorRT has (flags on 10, typed on 11); True takes
+    # the typed path on 10 too (make gpu-check compares both).
+    implicit = implicit_precision(trt) and not strongly_typed
+    if strongly_typed is False and not implicit_precision(trt):
+        raise BadInput(f"TensorRT {trt.__version__} has no precision builder flags: only strongly typed engines")
     if data_type == "int8":
         _check_calibration(calibration, profile, explicit=not implicit)
     with tempfile.TemporaryDirectory(prefix="pose-engine-") as work:
