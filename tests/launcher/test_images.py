@@ -87,3 +87,19 @@ def test_both_dockerfiles_reset_ngcs_entrypoint(kind):
     lines = images.dockerfile(kind).read_text().splitlines()
     final_stage = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")):]
     assert "ENTRYPOINT []" in final_stage
+
+
+def test_the_image_extra_is_bounded_and_admits_what_this_venv_runs():
+    """NGC's constraints file pins the base image's packages; an unbounded requirement lets pip
+    chase a new major against those pins. Every `local` requirement has an upper bound, and the
+    versions tested here satisfy it."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((images.project_root() / "pyproject.toml").read_text())
+    for text in pyproject["project"]["optional-dependencies"]["local"]:
+        requirement = Requirement(text)
+        assert any(spec.operator == "<" for spec in requirement.specifier), f"{text}: no upper bound"
+        assert requirement.specifier.contains(version(requirement.name).split("+")[0]), text
