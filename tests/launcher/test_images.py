@@ -93,9 +93,9 @@ def test_the_image_extra_is_bounded_and_admits_what_this_venv_runs():
     """NGC's constraints file pins the base image's packages; an unbounded requirement lets pip
     chase a new major against those pins. Every `local` requirement has an upper bound, and the
     versions tested here satisfy it."""
-    import tomllib
     from importlib.metadata import version
 
+    import tomllib
     from packaging.requirements import Requirement
 
     pyproject = tomllib.loads((images.project_root() / "pyproject.toml").read_text())
