@@ -30,7 +30,8 @@ def test_failing_task_exit_code_comes_back_from_the_container(docker_client, wor
     assert workspace.containers(docker_client) == []
 
 
-@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_signal_to_pose_stops_the_task_and_leaves_no_container(docker_client, workspace, signum, exit_code):
     running = workspace.start_pose("selftest", "--hold_s", "300")
     try:
