@@ -114,7 +114,7 @@ def _ap(predictor, path, val_dataset, inference_spec) -> float:
     split = val_dataset.test_data
     annotations = val_dataset.resolve(split.annotation_root_dir_path)
     if info.network == "bpnet":
-        from pose_workloads.bpnet.evaluate import evaluate_predictor
+        from pose_workloads.bpnet.pipeline import evaluate_predictor
         from pose_workloads.serving.repository import serving_settings
 
         settings = serving_settings(info, inference_spec, single_scale=False)
