@@ -111,8 +111,8 @@ def launch_on_cluster(task: Task, values: dict[str, Any], options: Any, mounts: 
     try:
         plan.write_specs()
         slurm.write_job_files(job)
-        # Notices only once Slurm has accepted the job, so that a refusal stays one line.
-        return slurm.run(job, detach=options.detach, notices=notices)
-    except BadInput:
-        shutil.rmtree(launch_dir, ignore_errors=True)  # refused: nothing half-written stays
+    except BaseException:
+        shutil.rmtree(launch_dir, ignore_errors=True)  # nothing half-written stays
         raise
+    # Notices only once Slurm has accepted the job, so that a refusal stays one line.
+    return slurm.run(job, detach=options.detach, notices=notices)

@@ -195,7 +195,11 @@ def follow(job_id: str, log_file: Path, rewrite=lambda line: line) -> int:
 def run(job: SlurmJob, detach: bool = False, notices: tuple[str, ...] | list[str] = ()) -> int:
     """Submit `job` (files already written) and follow it, or print its id when detached.
     `notices` are said once Slurm has accepted the job, so that a refusal stays one line."""
-    job_id = submit(job)
+    try:
+        job_id = submit(job)
+    except BadInput:
+        shutil.rmtree(job.launch_dir, ignore_errors=True)  # refused: nothing of it stays
+        raise
     for text in notices:
         print(f"pose: {text}", file=sys.stderr, flush=True)
     if detach:
