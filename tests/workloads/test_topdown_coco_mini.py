@@ -57,3 +57,53 @@ def test_decoded_image_cache_gives_the_samples_of_fresh_decodes(coco_mini, monke
         assert np.array_equal(got["target"].numpy(), expected["target"].numpy()), index
         assert len(cached._decoded) <= 2
     assert len({p.image_path for p in coco.people}) == 4
+
+
+
+def test_training_crops_are_the_full_decodes_crops_normalised(coco_mini):
+    # Every augmented training sample against Simple Baselines' way of making it: full-size
+    # decode, a mirrored copy, warpAffine, (x / 255 - mean) / std. Warping the mirrored copy and
+    # folding the mirror into the matrix round a few pixels one grey level apart (OpenCV's
+    # fixed-point bilinear), so: PSNR >= 40 dB against that crop, and the same float32 values as
+    # normalising the same-matrix crop; identical targets.
+    import cv2
+
+    from pose_workloads.data.crops import affine_transform_matrix, draw_crop_params, mirror_matrix
+    from pose_workloads.data.targets import gaussian_heatmaps
+    from pose_workloads.data.topdown import IMAGENET_MEAN, IMAGENET_STD
+
+    coco = load_coco(coco_mini.images, coco_mini.keypoints)
+    dataset = TopDownDataset(coco.people, COCO17, input_size=(256, 192), train=True, seed=5)
+    mean, std = np.asarray(IMAGENET_MEAN)[:, None, None], np.asarray(IMAGENET_STD)[:, None, None]
+    flipped, worst_psnr = 0, np.inf
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        for index, person in enumerate(coco.people):
+            sample = dataset[index]
+            image = cv2.cvtColor(cv2.imread(str(person.image_path)), cv2.COLOR_BGR2RGB)
+            width = image.shape[1]
+            params = draw_crop_params(person.bbox, person.keypoints, width, 192 / 256, dataset.aug,
+                                      dataset.upper, dataset.lower, np.random.default_rng((5, epoch, index)))
+            matrix = affine_transform_matrix(params.center, params.scale, params.rotation_deg, (256, 192))
+            joints, visible = person.keypoints[:, :2].astype(np.float64), person.keypoints[:, 2]
+            same_matrix = matrix
+            if params.flipped:
+                same_matrix = matrix @ mirror_matrix(width)
+                image_for_reference = np.ascontiguousarray(image[:, ::-1])
+                joints = np.stack([width - 1 - joints[:, 0], joints[:, 1]], axis=-1)[dataset.flip_order]
+                visible = visible[dataset.flip_order]
+            else:
+                image_for_reference = image
+            reference = cv2.warpAffine(image_for_reference, matrix, (192, 256), flags=cv2.INTER_LINEAR)
+            same = cv2.warpAffine(image, same_matrix, (192, 256), flags=cv2.INTER_LINEAR)
+            got = sample["image"].numpy()
+            np.testing.assert_allclose(got, (same.transpose(2, 0, 1) / 255.0 - mean) / std, atol=1e-6)
+            mse = np.mean((got * std * 255 + mean * 255 - reference.transpose(2, 0, 1)) ** 2)
+            worst_psnr = min(worst_psnr, 10 * np.log10(255.0**2 / max(mse, 1e-12)))
+            joints_hm = (joints @ matrix[:, :2].T + matrix[:, 2]) / dataset.stride
+            target, weight = gaussian_heatmaps(joints_hm, visible, dataset.heatmap_size, dataset.sigma)
+            np.testing.assert_allclose(sample["target"].numpy(), target, atol=1e-6)
+            assert np.array_equal(sample["target_weight"].numpy()[:, 0], weight)
+            flipped += bool(sample["meta"].flipped)
+    assert worst_psnr >= 40.0
+    assert 0 < flipped < 36  # both branches ran
