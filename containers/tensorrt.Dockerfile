@@ -15,6 +15,9 @@
 #               pose_workloads/export/tensorrt.py SUPPORTED_MAJORS); empty to build without
 #               TensorRT (CI's CPU build on the local Debian base: engine work is then refused in one
 #               line). A base image's own TensorRT outside that range is refused when used.
+#   MODELOPT_PACKAGE  pip requirement installed beside TensorRT when the image has none (default
+#               "nvidia-modelopt[onnx]<1"): TensorRT 11's fp16/int8 engines are built from ONNX
+#               files ModelOpt writes (AutoCast, Q/DQ quantization); empty to skip.
 #   WHEELHOUSE  wheels to prefer over PyPI; a torch-*.whl here is installed when the base image
 #               has no torch. Engine inference keeps its device buffers in torch CUDA tensors
 #               (pose_workloads/runtime.py), so this image has torch too: without a wheel, PyPI's
@@ -59,6 +62,7 @@ ENV VIRTUAL_ENV=/opt/pose-venv \
 FROM base AS deps
 ARG PIP_ARGS=
 ARG TENSORRT_PACKAGE="tensorrt>=10,<12"
+ARG MODELOPT_PACKAGE="nvidia-modelopt[onnx]<1"
 COPY --from=wheelhouse / /tmp/wheelhouse/
 # Pin the torch we keep (the base image's, or the wheelhouse's) so that no requirement can
 # pull another one from PyPI; pip still installs that torch's own missing dependencies.
@@ -83,6 +87,10 @@ RUN set -eu; \
     $pip_install --no-build-isolation "/tmp/pose-deps[local]"; \
     if ! python -c "import importlib.util as u; exit(u.find_spec('tensorrt') is None)" && [ -n "$TENSORRT_PACKAGE" ]; then \
         $pip_install "$TENSORRT_PACKAGE"; \
+    fi; \
+    if python -c "import importlib.util as u; exit(u.find_spec('tensorrt') is None)" \
+        && ! python -c "import importlib.util as u; exit(u.find_spec('modelopt') is None)" && [ -n "$MODELOPT_PACKAGE" ]; then \
+        $pip_install "$MODELOPT_PACKAGE"; \
     fi; \
     python -m pip uninstall -y pose
 

@@ -201,3 +201,19 @@ def test_an_untested_major_is_refused_in_one_line_naming_the_supported_ones(expo
     message = str(err.value)
     assert "\n" not in message and f"TensorRT {version}" in message and "10.x or 11.x" in message
     assert not exported[0].with_suffix(".engine").exists()
+
+
+AUTOCAST_FP16 = tensorrt.autocast_fp16  # the real one, before any test patches it
+
+
+def test_without_modelopt_the_strongly_typed_path_is_refused_in_one_line(exported, with_tensorrt, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("modelopt") is not None:
+        pytest.skip("ModelOpt is installed here")
+    with_tensorrt("11.4.0")
+    monkeypatch.setattr(tensorrt, "autocast_fp16", AUTOCAST_FP16)
+    with pytest.raises(BadInput) as err:
+        _build(exported, "fp16")
+    assert "\n" not in str(err.value) and "nvidia-modelopt" in str(err.value)
+    assert not exported[0].with_suffix(".engine").exists()

@@ -186,9 +186,19 @@ def strongly_typed_flags(trt) -> int:
     return 0 if flag is None else 1 << int(flag)
 
 
+def _modelopt(what: str) -> None:
+    """One line instead of an ImportError deep in the build when ModelOpt is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("modelopt") is None:
+        raise BadInput(f"--data_type {what}: strongly typed TensorRT engines take their precision from the ONNX file, "
+                       "which NVIDIA ModelOpt writes; install it in this image: pip install 'nvidia-modelopt[onnx]'")
+
+
 def autocast_fp16(onnx_path: Path, out_path: Path) -> Path:
     """The ONNX file with fp16 compute and fp32 inputs/outputs (ModelOpt AutoCast), for strongly
     typed networks."""
+    _modelopt("fp16")
     import onnx
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
@@ -200,6 +210,7 @@ def autocast_fp16(onnx_path: Path, out_path: Path) -> Path:
 def quantize_int8(onnx_path: Path, calibration: np.ndarray, out_path: Path) -> Path:
     """The ONNX file with INT8 Q/DQ nodes placed and scaled by ModelOpt's entropy calibration on
     `calibration` (N, 3, H, W) float32: TensorRT's explicit quantization."""
+    _modelopt("int8")
     from modelopt.onnx.quantization import quantize
 
     quantize(onnx_path=str(onnx_path), quantize_mode="int8", calibration_data=calibration,
