@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -34,6 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from timing import best_cpu_rate  # noqa: E402
 
 from pose_workloads.bpnet.train import shard_dataset  # noqa: E402
 from pose_workloads.data.coco import load_coco  # noqa: E402
@@ -52,16 +52,6 @@ PUBLISHED_8_GPU = {  # samples/s over 8 GPUs, see the module doc
 BPNET_PER_GPU_RATES = (50.0, 100.0, 200.0)  # samples/s per GPU: no published figure
 
 
-def rate(fn, count: int, repeat: int) -> float:
-    """Samples per CPU second of this single-threaded process, best of `repeat`."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return count / best
-
-
 def simple_pose_rate(samples: int, repeat: int) -> float:
     coco = load_coco(COCO_MINI / "images", COCO_MINI / KEYPOINTS)
     dataset = TopDownDataset(coco.people, COCO17, input_size=(256, 192), train=True, aug=TopDownAugmentation(), seed=0)
@@ -75,7 +65,7 @@ def simple_pose_rate(samples: int, repeat: int) -> float:
             dataset.set_epoch(epoch)
             dataset[index]
 
-    return rate(run, len(items), repeat)
+    return best_cpu_rate(run, len(items), repeat)
 
 
 def bpnet_rate(samples: int, repeat: int) -> float:
@@ -102,7 +92,7 @@ def bpnet_rate(samples: int, repeat: int) -> float:
             return count
 
         count = run()
-        return rate(run, count, repeat)
+        return best_cpu_rate(run, count, repeat)
 
 
 def main() -> None:

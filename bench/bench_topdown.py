@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from timing import best_cpu_rate
 
 from pose_workloads.data.coco import load_coco
 from pose_workloads.data.crops import TopDownAugmentation, affine_transform_matrix, draw_crop_params
@@ -63,16 +64,6 @@ def reference_sample(dataset: TopDownDataset, index: int, rng: np.random.Generat
         image[c] = (image[c] - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
     return {"image": torch.from_numpy(image), "target": torch.from_numpy(target),
             "target_weight": torch.from_numpy(weight[:, None])}
-
-
-def per_second(fn, count: int, repeat: int) -> float:
-    # CPU time of this (single-threaded) process: other work on a shared machine does not count.
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return count / best
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -129,8 +120,8 @@ def main() -> None:
     assert worst_psnr >= 40.0, worst_psnr
 
     rows = []
-    rows.append(("training sample, shuffled: decode + crop + targets", per_second(ours, len(items), args.repeat),
-                 per_second(reference, len(items), args.repeat), "samples/s"))
+    rows.append(("training sample, shuffled: decode + crop + targets", best_cpu_rate(ours, len(items), args.repeat),
+                 best_cpu_rate(reference, len(items), args.repeat), "samples/s"))
     # Evaluation: every person once, in the annotation order (image by image), no augmentation.
     evaluation = TopDownDataset(coco.people, COCO17, input_size=(256, 192), train=False, seed=0)
 
@@ -143,8 +134,8 @@ def main() -> None:
         for index in range(n):
             reference_sample(evaluation, index, np.random.default_rng(0))
 
-    rows.append(("evaluation sample, image by image", per_second(ours_eval, n, 3 * args.repeat),
-                 per_second(reference_eval, n, 3 * args.repeat), "samples/s"))
+    rows.append(("evaluation sample, image by image", best_cpu_rate(ours_eval, n, 3 * args.repeat),
+                 best_cpu_rate(reference_eval, n, 3 * args.repeat), "samples/s"))
 
     # libjpeg-turbo's DCT-domain downscaled decode (OpenCV's IMREAD_REDUCED_COLOR_2) for a crop
     # that shrinks the image 2.3x: decode time, and the crop against the full decode's.
@@ -167,10 +158,10 @@ def main() -> None:
     joints = rng.uniform(-5, 52, (200, 17, 2))
     visible = rng.integers(0, 3, (200, 17))
     rows.append(("targets only (17 joints, 64x48)",
-                 per_second(lambda: [gaussian_heatmaps(j, v, (64, 48), 2.0) for j, v in zip(joints, visible)], 200,
-                            micro_repeat),
-                 per_second(lambda: [reference_gaussian_heatmaps(j, v, (64, 48), 2.0) for j, v in zip(joints, visible)],
-                            200, micro_repeat),
+                 best_cpu_rate(lambda: [gaussian_heatmaps(j, v, (64, 48), 2.0) for j, v in zip(joints, visible)],
+                               200, micro_repeat),
+                 best_cpu_rate(lambda: [reference_gaussian_heatmaps(j, v, (64, 48), 2.0)
+                                        for j, v in zip(joints, visible)], 200, micro_repeat),
                  "people/s"))
 
     maps = np.stack([gaussian_heatmaps(j, v, (64, 48), 2.0)[0] for j, v in zip(joints[:32], visible[:32])])
@@ -178,11 +169,11 @@ def main() -> None:
     assert np.array_equal(decode_heatmaps(maps, "argmax")[0], reference_decode_argmax(maps)[0])
     np.testing.assert_allclose(decode_heatmaps(maps, "dark")[0], reference_decode_dark(maps)[0], atol=1e-4)
     rows.append(("decode argmax (batch 32 x 17 joints)",
-                 per_second(lambda: decode_heatmaps(maps, "argmax"), 32, micro_repeat),
-                 per_second(lambda: reference_decode_argmax(maps), 32, micro_repeat), "people/s"))
+                 best_cpu_rate(lambda: decode_heatmaps(maps, "argmax"), 32, micro_repeat),
+                 best_cpu_rate(lambda: reference_decode_argmax(maps), 32, micro_repeat), "people/s"))
     rows.append(("decode DARK (batch 32 x 17 joints)",
-                 per_second(lambda: decode_heatmaps(maps, "dark"), 32, micro_repeat),
-                 per_second(lambda: reference_decode_dark(maps), 32, micro_repeat), "people/s"))
+                 best_cpu_rate(lambda: decode_heatmaps(maps, "dark"), 32, micro_repeat),
+                 best_cpu_rate(lambda: reference_decode_dark(maps), 32, micro_repeat), "people/s"))
 
     print(f"coco-mini, {len(items)} training samples at 256x192 ({flipped} mirrored), 1 thread, CPU time, "
           f"best of {args.repeat}")

@@ -14,3 +14,16 @@ def best_time(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def best_cpu_rate(fn: Callable[[], object], count: int, repeat: int) -> float:
+    """Items per CPU second of this process (`count` items per call), best of `repeat` calls.
+
+    CPU time, not wall time: other work on a shared machine does not count, so the benchmark
+    must run single-threaded (one DataLoader worker's view)."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        fn()
+        best = min(best, time.process_time() - start)
+    return count / best
