@@ -54,6 +54,29 @@ def summary_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("skipped ")]
 
 
+def simple_pose_spec(damaged: Path, coco_mini, tmp_path: Path, train: dict) -> Path:
+    """A tiny Simple Pose spec that trains and validates on the damaged copy of coco-mini."""
+    annotations = damaged / "annotations" / coco_mini.keypoints.name
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": "simple_pose_tiny"},
+                "data": {
+                    "train_images": str(damaged / "images"),
+                    "train_annotations": str(annotations),
+                    "val_images": str(damaged / "images"),
+                    "val_annotations": str(annotations),
+                    "workers": 0,
+                },
+                "train": train,
+                "evaluate": {"flip_test": False},
+            }
+        )
+    )
+    return spec
+
+
 def test_simple_pose_inference_skips_the_corrupt_image_and_keeps_same_stem_outputs_apart(
     models, damaged, tmp_path, capsys
 ):
@@ -102,24 +125,7 @@ def test_bpnet_inference_skips_the_corrupt_image(models, damaged, tmp_path, caps
 def test_simple_pose_evaluate_skips_and_counts_the_corrupt_image_and_the_bad_annotation(
     models, damaged, coco_mini, tmp_path, capsys
 ):
-    annotations = damaged / "annotations" / coco_mini.keypoints.name
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "model": {"name": "simple_pose_tiny"},
-                "data": {
-                    "train_images": str(damaged / "images"),
-                    "train_annotations": str(annotations),
-                    "val_images": str(damaged / "images"),
-                    "val_annotations": str(annotations),
-                    "workers": 0,
-                },
-                "train": {"input_size": [64, 64]},
-                "evaluate": {"flip_test": False},
-            }
-        )
-    )
+    spec = simple_pose_spec(damaged, coco_mini, tmp_path, {"input_size": [64, 64]})
     out = tmp_path / "eval"
     assert main(["simple-pose", "evaluate", "-e", str(spec), "-m", str(models["simple-pose"]), "-r", str(out)]) == 0
     lines = summary_lines(capsys)
@@ -163,23 +169,9 @@ def test_bpnet_evaluate_skips_and_counts_the_corrupt_image(models, damaged, coco
 def test_validation_during_training_skips_and_counts_instead_of_scoring_another_crop(
     damaged, coco_mini, tmp_path, capsys
 ):
-    annotations = damaged / "annotations" / coco_mini.keypoints.name
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "model": {"name": "simple_pose_tiny"},
-                "data": {
-                    "train_images": str(damaged / "images"),
-                    "train_annotations": str(annotations),
-                    "val_images": str(damaged / "images"),
-                    "val_annotations": str(annotations),
-                    "workers": 0,
-                },
-                "train": {"input_size": [64, 64], "epochs": 1, "batch_size": 4, "eval_every": 1, "amp": False},
-                "evaluate": {"flip_test": False},
-            }
-        )
+    spec = simple_pose_spec(
+        damaged, coco_mini, tmp_path,
+        {"input_size": [64, 64], "epochs": 1, "batch_size": 4, "eval_every": 1, "amp": False},
     )
     results = tmp_path / "train"
     assert main(["simple-pose", "train", "-e", str(spec), "-r", str(results)]) == 0
