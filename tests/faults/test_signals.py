@@ -33,20 +33,15 @@ def launch_folders(env: dict[str, str]) -> list[Path]:
     (signal.SIGTERM, 143, "terminated"),
     (signal.SIGINT, 130, "interrupted"),
 ], ids=["SIGHUP", "SIGTERM", "SIGINT"])
-def test_stop_signal_stops_the_task_exits_128_plus_n_and_removes_the_launch_folder(env, tmp_path, signum, code, said):
-    process = subprocess.Popen(pose("selftest", "--runner", "local", "--hold_s", "120"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    try:
-        for line in process.stdout:
-            if "holding" in line:
-                break
+def test_stop_signal_stops_the_task_exits_128_plus_n_and_removes_the_launch_folder(
+    env, tmp_path, signum, code, said, signal_when_holding
+):
+    def one_launch_folder() -> None:
         assert len(launch_folders(env)) == 1  # the task is running: its folder exists
-        process.send_signal(signum)
-        stderr = process.communicate(timeout=60)[1]
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == code, stderr
+
+    returncode, stderr = signal_when_holding(pose("selftest", "--runner", "local", "--hold_s", "120"), signum,
+                                             tmp_path, env, one_launch_folder)
+    assert returncode == code, stderr
     assert f"pose: {signal.Signals(signum).name} received: stopping selftest" in stderr
     assert said in stderr  # the workload itself saw the forwarded signal and unwound
     assert launch_folders(env) == []
@@ -60,18 +55,9 @@ def test_launch_folder_is_removed_when_the_task_ends(env, tmp_path, args, code):
     assert launch_folders(env) == []
 
 
-def test_workload_alone_exits_129_on_sighup(tmp_path):
+def test_workload_alone_exits_129_on_sighup(tmp_path, signal_when_holding):
     # No launcher in between: what a scheduler (Slurm, Kubernetes) sees when it hangs up.
-    process = subprocess.Popen([sys.executable, "-m", "pose_workloads", "selftest", "--hold_s", "120"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        for line in process.stdout:
-            if "holding" in line:
-                break
-        process.send_signal(signal.SIGHUP)
-        stderr = process.communicate(timeout=60)[1]
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 129, stderr
+    returncode, stderr = signal_when_holding([sys.executable, "-m", "pose_workloads", "selftest", "--hold_s", "120"],
+                                             signal.SIGHUP, tmp_path)
+    assert returncode == 129, stderr
     assert "terminated (SIGHUP)" in stderr

@@ -104,23 +104,16 @@ def test_task_sees_a_read_only_dataset_and_writes_outputs_as_the_invoking_user(e
     assert written and all(p.stat().st_uid == workspace.uid for p in written)
 
 
-def test_sigint_to_pose_stops_and_removes_the_container(engine, workspace):
+def test_sigint_to_pose_stops_and_removes_the_container(engine, workspace, signal_when_holding):
     marker = "59.75"  # unique --hold_s value, to find this test's container
-    process = subprocess.Popen([sys.executable, "-m", "launcher.cli", "selftest", "--hold_s", marker, "--runner",
-                                "docker"],
-                               env=workspace.env, cwd=workspace.exp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    try:
-        for line in process.stdout:
-            if "holding" in line:
-                break
+
+    def container_running() -> None:
         assert pose_containers(engine, marker), "the task's container should be running"
-        process.send_signal(signal.SIGINT)
-        stderr = process.communicate(timeout=60)[1]
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, stderr
+
+    returncode, stderr = signal_when_holding(
+        [sys.executable, "-m", "launcher.cli", "selftest", "--hold_s", marker, "--runner", "docker"], signal.SIGINT,
+        workspace.exp, workspace.env, container_running)
+    assert returncode == 130, stderr
     assert pose_containers(engine, marker) == []
 
 

@@ -64,20 +64,11 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def test_sigint_stops_the_task_and_pose_exits_130(env, tmp_path):
+def test_sigint_stops_the_task_and_pose_exits_130(env, tmp_path, signal_when_holding):
     marker = "61.25"  # unique --hold_s value to find leftover processes by
-    process = subprocess.Popen(pose("selftest", "--runner", "local", "--hold_s", marker), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    try:
-        for line in process.stdout:
-            if "holding" in line:
-                break
-        process.send_signal(signal.SIGINT)
-        stderr = process.communicate(timeout=60)[1]
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, stderr
+    returncode, stderr = signal_when_holding(pose("selftest", "--runner", "local", "--hold_s", marker), signal.SIGINT,
+                                             tmp_path, env)
+    assert returncode == 130, stderr
     assert "pose: SIGINT received: stopping selftest" in stderr
     assert "interrupted" in stderr  # the workload saw the forwarded signal and wound down itself
     deadline = time.monotonic() + 5
