@@ -47,6 +47,19 @@ def _simple_pose_spec(path: Path, data: Path) -> Path:
     return path
 
 
+def _export_is_valid_onnx_and_nothing_is_left(docker_client, workspace, network: str, model: Path, run: Path) -> None:
+    """The model exports to a valid ONNX file; everything under `run` is the user's and no container stays."""
+    onnx_file = run / "model.onnx"
+    export = workspace.pose(network, "export", "-m", str(model), "-o", str(onnx_file))
+    assert export.returncode == 0, export.stdout
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(onnx_file)))
+
+    assert owners(run) == {pose_user()}
+    assert workspace.containers(docker_client) == []
+
+
 def test_simple_pose_train_evaluate_export_with_read_only_dataset(docker_client, workspace):
     spec = _simple_pose_spec(workspace.specs / "simple_pose.yaml", workspace.data)
     run = workspace.results / "simple_pose"
@@ -60,15 +73,7 @@ def test_simple_pose_train_evaluate_export_with_read_only_dataset(docker_client,
     assert evaluate.returncode == 0, evaluate.stdout
     assert "AP" in evaluate.stdout
 
-    onnx_file = run / "model.onnx"
-    export = workspace.pose("simple-pose", "export", "-m", str(model), "-o", str(onnx_file))
-    assert export.returncode == 0, export.stdout
-    import onnx
-
-    onnx.checker.check_model(onnx.load(str(onnx_file)))
-
-    assert owners(run) == {pose_user()}
-    assert workspace.containers(docker_client) == []
+    _export_is_valid_onnx_and_nothing_is_left(docker_client, workspace, "simple-pose", model, run)
 
 
 def _bpnet_specs(root: Path, data: Path, shards: Path) -> tuple[Path, Path, Path]:
@@ -123,12 +128,4 @@ def test_bpnet_convert_train_evaluate_export_with_read_only_dataset(docker_clien
     assert evaluate.returncode == 0, evaluate.stdout
     assert "AP" in evaluate.stdout
 
-    onnx_file = run / "model.onnx"
-    export = workspace.pose("bpnet", "export", "-m", str(model), "-o", str(onnx_file))
-    assert export.returncode == 0, export.stdout
-    import onnx
-
-    onnx.checker.check_model(onnx.load(str(onnx_file)))
-
-    assert owners(run) == {pose_user()}
-    assert workspace.containers(docker_client) == []
+    _export_is_valid_onnx_and_nothing_is_left(docker_client, workspace, "bpnet", model, run)

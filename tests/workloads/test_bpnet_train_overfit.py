@@ -74,24 +74,22 @@ def test_tiny_bpnet_overfits_coco_mini_to_ap_0_8_and_groups_as_well_as_tao(coco_
     records = [json.loads(line) for line in (results / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == EPOCHS and records[-1]["loss"] < 0.1 * records[0]["loss"]
 
-    infer_spec = tmp_path / "infer.yaml"
-    infer_spec.write_text(yaml.safe_dump({"input_shape": [160, 240], "keep_aspect_ratio_mode": "None"}))
-    evaluation = tmp_path / "eval"
-    assert main(["bpnet", "evaluate", "--inference_spec", str(infer_spec), "--model_filename",
-                 str(results / "model_final.pth"),
-                 "--dataset_spec", str(dataset_spec), "--results_dir", str(evaluation)]) == 0
-    metrics = json.loads((evaluation / "metrics.json").read_text())
+    def evaluate(inference_spec: dict, folder: str) -> dict:
+        """`bpnet evaluate` of the trained model with this inference spec: its metrics.json."""
+        infer_spec = tmp_path / "infer.yaml"
+        infer_spec.write_text(yaml.safe_dump(inference_spec))
+        assert main(["bpnet", "evaluate", "--inference_spec", str(infer_spec), "--model_filename",
+                     str(results / "model_final.pth"),
+                     "--dataset_spec", str(dataset_spec), "--results_dir", str(tmp_path / folder)]) == 0
+        return json.loads((tmp_path / folder / "metrics.json").read_text())
+
+    metrics = evaluate({"input_shape": [160, 240], "keep_aspect_ratio_mode": "None"}, "eval")
     print(f"coco-mini AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} after {EPOCHS * REPEATS} steps")
     assert metrics["AP"] >= 0.8
 
     # The trained network's maps grouped as TAO does (upsampled x8): the default grouping at the
     # network's resolution scores no less.
-    infer_spec.write_text(yaml.safe_dump({"input_shape": [160, 240], "keep_aspect_ratio_mode": "None",
-                                          "upsample_maps": True}))
-    upsampled = tmp_path / "eval_upsampled"
-    assert main(["bpnet", "evaluate", "--inference_spec", str(infer_spec), "--model_filename",
-                 str(results / "model_final.pth"),
-                 "--dataset_spec", str(dataset_spec), "--results_dir", str(upsampled)]) == 0
-    tao = json.loads((upsampled / "metrics.json").read_text())
+    tao = evaluate({"input_shape": [160, 240], "keep_aspect_ratio_mode": "None", "upsample_maps": True},
+                   "eval_upsampled")
     print(f"  upsampled x8 (TAO's decode): AP {tao['AP']:.3f}")
     assert metrics["AP"] >= tao["AP"] - 0.001
