@@ -7,6 +7,7 @@ subprocess with host paths); the argv, exit codes and signal behaviour are the s
 from __future__ import annotations
 
 import signal
+import sys
 from dataclasses import dataclass, field
 
 from launcher.mounts import ContainerOptions, Mount
@@ -106,3 +107,11 @@ def run(call: TaskCall, runner: str) -> int:
     from launcher.runners import local
 
     return local.run(call)
+
+
+def detached(job_id: str, done: str) -> int:
+    """A cluster job left running (--detach): its id alone on stdout, for scripts, and `done` (what
+    was done) with how to follow it on stderr. Returns 0, pose's exit code."""
+    print(job_id, flush=True)
+    print(f"pose: {done}; follow it with `pose jobs logs {job_id} --follow`", file=sys.stderr, flush=True)
+    return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.paths import LogPathMapper
-from launcher.runners import Interrupted, interrupts_raise
+from launcher.runners import Interrupted, detached, interrupts_raise
 from launcher.runners.kubernetes_manifests import KubernetesJob, k8s_name, manifests, to_yaml
 from pose_workloads.errors import BadInput
 
@@ -47,10 +47,7 @@ def launch(call, plan, mounts, job_name: str, options, training: bool, notices: 
         return 0
     create(api, objects)
     if options.detach:
-        print(job.name, flush=True)
-        print(f"pose: created Kubernetes Job {job.name}; follow it with `pose jobs logs {job.name} --follow`",
-              file=sys.stderr, flush=True)
-        return 0
+        return detached(job.name, f"created Kubernetes Job {job.name}")
     print(f"pose: created Kubernetes Job {job.name} in {job.settings.namespace} ({call.num_nodes} pod(s))",
           file=sys.stderr, flush=True)
     with interrupts_raise():

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.paths import LogPathMapper
-from launcher.runners import Interrupted, interrupts_raise
+from launcher.runners import Interrupted, detached, interrupts_raise
 from launcher.runners.slurm_scripts import SlurmJob, batch_script, node_script, sbatch_argv
 from pose_workloads.errors import BadInput
 
@@ -203,10 +203,7 @@ def run(job: SlurmJob, detach: bool = False, notices: tuple[str, ...] | list[str
     for text in notices:
         print(f"pose: {text}", file=sys.stderr, flush=True)
     if detach:
-        print(job_id, flush=True)
-        print(f"pose: submitted Slurm job {job_id}; follow it with `pose jobs logs {job_id} --follow`",
-              file=sys.stderr, flush=True)
-        return 0
+        return detached(job_id, f"submitted Slurm job {job_id}")
     print(f"pose: submitted Slurm job {job_id} ({job.call.num_nodes} node(s)); log: {job.log_file}",
           file=sys.stderr, flush=True)
     with interrupts_raise():
