@@ -11,6 +11,7 @@
 # a unix socket path must stay under 108 bytes, hence /tmp and not the repo tree.
 # Extra dockerd flags: $POSE_DOCKERD_FLAGS (e.g. "--iptables=false").
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/stop_pidfile.sh"
 
 dir=${POSE_DOCKER_DIR:-/tmp/pose-docker}
 socket=$dir/docker.sock
@@ -66,16 +67,8 @@ start() {
 }
 
 stop() {
-    if [[ -f $pidfile ]]; then
-        pid=$(cat "$pidfile")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid"
-            # dockerd stops its containers (10 s grace each) and containerd before it exits.
-            for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-        fi
-        rm -f "$pidfile"
-    fi
+    # dockerd stops its containers (10 s grace each) and containerd before it exits.
+    stop_pidfile "$pidfile" 60
     rm -f "$socket"
     echo "dockerd stopped ($host)"
 }

@@ -12,6 +12,7 @@
 # /tmp/pose-slurm): config, munge key and socket, state, spool, pid files and logs, so a system
 # Slurm or munge beside it is never touched. Clients find it through SLURM_CONF (see `env`).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/stop_pidfile.sh"
 
 dir=${POSE_SLURM_DIR:-/tmp/pose-slurm}
 # slurmctld listens on this port, the nodes on the next two: a second cluster (CI beside a
@@ -112,22 +113,10 @@ start() {
     exit 1
 }
 
-stop_pidfile() {  # $1 = pid file
-    [[ -f $1 ]] || return 0
-    local pid
-    pid=$(cat "$1")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid"
-        for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-    fi
-    rm -f "$1"
-}
-
 stop() {
-    for node in n1 n2; do stop_pidfile "$dir/run/slurmd-$node.pid"; done
-    stop_pidfile "$dir/run/slurmctld.pid"
-    stop_pidfile "$dir/run/munged.pid"
+    for node in n1 n2; do stop_pidfile "$dir/run/slurmd-$node.pid" 15; done
+    stop_pidfile "$dir/run/slurmctld.pid" 15
+    stop_pidfile "$dir/run/munged.pid" 15
     # Job state of this throwaway cluster goes with it: the next start is a fresh cluster.
     rm -rf "$dir/state" "$dir/spool"
     echo "Slurm stopped ($dir)"
