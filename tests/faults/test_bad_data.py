@@ -77,6 +77,13 @@ def simple_pose_spec(damaged: Path, coco_mini, tmp_path: Path, train: dict) -> P
     return spec
 
 
+def bpnet_argv(action: str, models: dict[str, Path], tmp_path: Path, *rest: str) -> list[str]:
+    """`bpnet <action>` of the tiny model at a 64x64 input (inference spec written to tmp_path)."""
+    spec = tmp_path / "infer.yaml"
+    spec.write_text(yaml.safe_dump({"input_shape": [64, 64]}))
+    return ["bpnet", action, "--inference_spec", str(spec), "--model_filename", str(models["bpnet"]), *rest]
+
+
 def test_simple_pose_inference_skips_the_corrupt_image_and_keeps_same_stem_outputs_apart(
     models, damaged, tmp_path, capsys
 ):
@@ -99,22 +106,9 @@ def test_simple_pose_inference_skips_the_corrupt_image_and_keeps_same_stem_outpu
 
 
 def test_bpnet_inference_skips_the_corrupt_image(models, damaged, tmp_path, capsys):
-    spec = tmp_path / "infer.yaml"
-    spec.write_text(yaml.safe_dump({"input_shape": [64, 64]}))
     out = tmp_path / "out"
-    argv = [
-        "bpnet",
-        "inference",
-        "--inference_spec",
-        str(spec),
-        "--model_filename",
-        str(models["bpnet"]),
-        "--input",
-        str(damaged / "images"),
-        "-r",
-        str(out),
-        "--dump_visualizations",
-    ]
+    argv = bpnet_argv("inference", models, tmp_path, "--input", str(damaged / "images"), "-r", str(out),
+                      "--dump_visualizations")
     assert main(argv) == 0
     assert f"skipped 1 of 4 images: 1 {UNDECODABLE}" in summary_lines(capsys)[0]
     detections = json.loads((out / "detections.json").read_text())
@@ -145,21 +139,8 @@ def test_bpnet_evaluate_skips_and_counts_the_corrupt_image(models, damaged, coco
             )
         )
     )
-    infer = tmp_path / "infer.yaml"
-    infer.write_text(yaml.safe_dump({"input_shape": [64, 64]}))
     out = tmp_path / "eval"
-    argv = [
-        "bpnet",
-        "evaluate",
-        "--inference_spec",
-        str(infer),
-        "--model_filename",
-        str(models["bpnet"]),
-        "--dataset_spec",
-        str(dataset),
-        "-r",
-        str(out),
-    ]
+    argv = bpnet_argv("evaluate", models, tmp_path, "--dataset_spec", str(dataset), "-r", str(out))
     assert main(argv) == 0
     assert UNDECODABLE in summary_lines(capsys)[0]
     skipped = json.loads((out / "metrics.json").read_text())["skipped"]
