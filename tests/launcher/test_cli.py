@@ -66,60 +66,60 @@ def specs(project: Path) -> Path:
     return specs
 
 
-# (pose argv, the workload argv it must become). TAO spellings first, then dashed ones.
+# (pose argv, the workload argv it must become), both as they would be typed (no argument holds a space).
+# TAO spellings first, then dashed ones.
 SPELLINGS = [
-    (["bpnet", "dataset_convert", "-m", "train", "-o", "/workspace/exp/train", "--generate_masks",
-      "--dataset_spec", "/workspace/specs/coco_spec.json"],
+    ("bpnet dataset_convert -m train -o /workspace/exp/train --generate_masks "
+     "--dataset_spec /workspace/specs/coco_spec.json",
      "bpnet dataset_convert --dataset_spec /pose_launch/coco_spec.json -m train -o /workspace/exp/train "
      "--generate_masks"),
-    (["bpnet", "dataset_convert", "--mode", "test", "--output-filename", "val", "--generate-masks",
-      "--dataset-spec", "../specs/coco_spec.json"],
-     "bpnet dataset_convert --dataset_spec /pose_launch/coco_spec.json -m test -o /workspace/exp/val --generate_masks"),
-    (["bpnet", "train", "-e", "/workspace/specs/train.yaml", "-r", "/workspace/exp/m1", "-k", "KEY", "--gpus", "1"],
+    ("bpnet dataset_convert --mode test --output-filename val --generate-masks "
+     "--dataset-spec ../specs/coco_spec.json",
+     "bpnet dataset_convert --dataset_spec /pose_launch/coco_spec.json -m test -o /workspace/exp/val "
+     "--generate_masks"),
+    ("bpnet train -e /workspace/specs/train.yaml -r /workspace/exp/m1 -k KEY --gpus 1",
      "bpnet train -e /pose_launch/train.yaml -r /workspace/exp/m1 --gpus 1"),
-    (["bpnet", "train", "--experiment-spec-file", "../specs/train.yaml", "--results-dir", "m1"],
+    ("bpnet train --experiment-spec-file ../specs/train.yaml --results-dir m1",
      "bpnet train -e /pose_launch/train.yaml -r /workspace/exp/m1 --gpus 1"),
-    (["bpnet", "evaluate", "--inference_spec", "/workspace/specs/infer.yaml", "--model_filename", "model.pth",
-      "--dataset_spec", "/workspace/specs/coco_spec.json", "--results_dir", "eval", "-k", "KEY"],
+    ("bpnet evaluate --inference_spec /workspace/specs/infer.yaml --model_filename model.pth "
+     "--dataset_spec /workspace/specs/coco_spec.json --results_dir eval -k KEY",
      "bpnet evaluate --inference_spec /pose_launch/infer.yaml --model_filename /workspace/exp/model.pth "
      "--dataset_spec /pose_launch/coco_spec.json --results_dir /workspace/exp/eval"),
-    (["bpnet", "inference", "--inference_spec", "/workspace/specs/infer.yaml", "--model_filename", "model.pth",
-      "--input_type", "dir", "--input", "/workspace/data/images", "--results_dir", "infer", "--dump_visualizations"],
+    ("bpnet inference --inference_spec /workspace/specs/infer.yaml --model_filename model.pth --input_type dir "
+     "--input /workspace/data/images --results_dir infer --dump_visualizations",
      "bpnet inference --inference_spec /pose_launch/infer.yaml --model_filename /workspace/exp/model.pth "
      "--input_type dir --input /workspace/data/images --results_dir /workspace/exp/infer --dump_visualizations"),
-    (["bpnet", "inference", "--inference-spec", "../specs/infer.yaml", "--model-filename", "model.pth",
-      "--input-type", "image", "--input", "../data/images", "--results-dir", "infer", "--dump-visualizations"],
+    ("bpnet inference --inference-spec ../specs/infer.yaml --model-filename model.pth --input-type image "
+     "--input ../data/images --results-dir infer --dump-visualizations",
      "bpnet inference --inference_spec /pose_launch/infer.yaml --model_filename /workspace/exp/model.pth "
      "--input_type image --input /workspace/data/images --results_dir /workspace/exp/infer --dump_visualizations"),
-    (["bpnet", "export", "-m", "model.pth", "-o", "model.onnx", "--data_type", "fp16"],
+    ("bpnet export -m model.pth -o model.onnx --data_type fp16",
      "bpnet export -m /workspace/exp/model.pth -o /workspace/exp/model.onnx --data_type fp16"),
-    (["bpnet", "export", "-m", "model.pth", "-o", "model.onnx", "--engine-file", "m.engine", "--data-type", "int8",
-      "--cal-image-dir", "../data/images"],
+    ("bpnet export -m model.pth -o model.onnx --engine-file m.engine --data-type int8 --cal-image-dir ../data/images",
      "bpnet export -m /workspace/exp/model.pth -o /workspace/exp/model.onnx --engine_file /workspace/exp/m.engine "
      "--data_type int8 --cal_image_dir /workspace/data/images"),
-    (["bpnet", "prune", "-m", "model.pth", "-o", "pruned.pth", "-pth", "0.1", "-eq", "union", "-k", "KEY"],
+    ("bpnet prune -m model.pth -o pruned.pth -pth 0.1 -eq union -k KEY",
      "bpnet prune -m /workspace/exp/model.pth -o /workspace/exp/pruned.pth -pth 0.1 -eq union"),
-    (["bpnet", "prune", "--model", "model.pth", "--output-file", "pruned.pth", "--pruning-threshold", "0.5",
-      "--equalization-criterion", "arithmetic_mean"],
+    ("bpnet prune --model model.pth --output-file pruned.pth --pruning-threshold 0.5 "
+     "--equalization-criterion arithmetic_mean",
      "bpnet prune -m /workspace/exp/model.pth -o /workspace/exp/pruned.pth -pth 0.5 -eq arithmetic_mean"),
-    (["simple-pose", "train", "-e", "../specs/sp.yaml", "-r", "sp"],
+    ("simple-pose train -e ../specs/sp.yaml -r sp",
      "simple-pose train -e /pose_launch/sp.yaml -r /workspace/exp/sp --gpus 1"),
-    (["simple-pose", "evaluate", "-e", "../specs/sp.yaml", "-m", "model.pth", "--results-dir", "sp-eval"],
+    ("simple-pose evaluate -e ../specs/sp.yaml -m model.pth --results-dir sp-eval",
      "simple-pose evaluate -e /pose_launch/sp.yaml -m /workspace/exp/model.pth -r /workspace/exp/sp-eval"),
-    (["simple-pose", "inference", "-m", "model.pth", "--input", "../data/images", "-r", "out"],
+    ("simple-pose inference -m model.pth --input ../data/images -r out",
      "simple-pose inference -m /workspace/exp/model.pth --input /workspace/data/images -r /workspace/exp/out"),
-    (["simple-pose", "export", "--model_filename", "model.pth", "-o", "m.onnx", "--opset", "17"],
+    ("simple-pose export --model_filename model.pth -o m.onnx --opset 17",
      "simple-pose export -m /workspace/exp/model.pth -o /workspace/exp/m.onnx --opset 17"),
-    (["dataset", "synth", "-o", "synth", "--images", "8", "--max-people", "2", "--size", "64x64",
-      "--pose-config", "../specs/pose.json"],
+    ("dataset synth -o synth --images 8 --max-people 2 --size 64x64 --pose-config ../specs/pose.json",
      "dataset synth -o /workspace/exp/synth --images 8 --max_people 2 --size 64x64 "
      "--pose_config /pose_launch/pose.json"),
 ]
 
 
-@pytest.mark.parametrize("argv, workload", SPELLINGS, ids=lambda v: " ".join(v[:3]) if isinstance(v, list) else None)
+@pytest.mark.parametrize("argv, workload", SPELLINGS, ids=[" ".join(argv.split()[:3]) for argv, _ in SPELLINGS])
 def test_tao_and_dashed_spellings_become_the_workload_argv(argv, workload, specs, cli):
-    result = cli(*argv, "--runner", "docker", "--dry-run")
+    result = cli(*argv.split(), "--runner", "docker", "--dry-run")
     assert result.exit_code == 0, result.output
     assert f"command: python -m pose_workloads {workload}\n" in result.stdout
 
