@@ -145,6 +145,13 @@ EXPORT_FLAGS = (
          help="how Triton runs the network (python: onnxruntime in the Python backend, for CPU-only hosts)."),
 )
 
+
+def train_task(network: str, spec_class: str, target: str) -> Task:
+    """Both networks' `train`: the same flags and help, only the spec class and the code differ."""
+    return Task(network, "train", target, "Train (resumes from the results folder when it holds a checkpoint).",
+                (replace(EXPERIMENT_SPEC, spec=spec_class), RESULTS_DIR, GPUS, SET), distributed=True)
+
+
 # ---- The tasks -----------------------------------------------------------------------------------
 
 _TASKS = (
@@ -169,10 +176,7 @@ _TASKS = (
              Flag(("--easy",), "easy", "switch",
                   help="upright, large people; no crowds, occluders or unlabelled people (the CPU demo's set)."),
          )),
-    Task("simple-pose", "train", "pose_workloads.simple_pose.train:main",
-         "Train (resumes from the results folder when it holds a checkpoint).", (
-             replace(EXPERIMENT_SPEC, spec="SimplePoseSpec"), RESULTS_DIR, GPUS, SET,
-         ), distributed=True),
+    train_task("simple-pose", "SimplePoseSpec", "pose_workloads.simple_pose.train:main"),
     Task("simple-pose", "evaluate", "pose_workloads.simple_pose.evaluate:main",
          "COCO OKS AP of a model on the spec's validation set.", (
              replace(EXPERIMENT_SPEC, spec="SimplePoseSpec"), MODEL, RESULTS_DIR, SET,
@@ -199,10 +203,7 @@ _TASKS = (
              Flag(("--generate_masks",), "generate_masks", "switch",
                   help="also write the loss masks (crowds, unlabelled people)."),
          )),
-    Task("bpnet", "train", "pose_workloads.bpnet.train:main",
-         "Train (resumes from the results folder when it holds a checkpoint).", (
-             replace(EXPERIMENT_SPEC, spec="BpnetTrainSpec"), RESULTS_DIR, GPUS, SET,
-         ), distributed=True),
+    train_task("bpnet", "BpnetTrainSpec", "pose_workloads.bpnet.train:main"),
     Task("bpnet", "evaluate", "pose_workloads.bpnet.evaluate:main",
          "COCO OKS AP of a model on the dataset spec's test split.", (
              INFERENCE_SPEC, MODEL_FILENAME, DATASET_SPEC, BPNET_RESULTS_DIR, SET,
