@@ -66,17 +66,11 @@ class Candidates(NamedTuple):
 CHUNK_PAIRS = 32768
 
 
-def score_limb_candidates(
-    peaks: Sequence[np.ndarray],
-    pafs: np.ndarray,
-    limbs: Sequence[tuple[int, int]],
-    paf_threshold: float,
-    num_samples: int = 10,
-    count_threshold: float = 0.8,
-    interpolation: str = "nearest",
-) -> Candidates:
+def score_limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequence[tuple[int, int]],
+                          paf_threshold: float, num_samples: int, count_threshold: float,
+                          interpolation: str) -> Candidates:
     """Score every (A peak, B peak) pair of every limb and keep those passing both criteria (see
-    the module doc). Arguments as `group_people`.
+    the module doc). Arguments as `group_people`, which holds their defaults.
 
     The pairs of many limbs are one flat array, so the cost is a handful of NumPy calls per group
     of limbs; each pair's samples gather from the flattened PAF stack.
@@ -333,18 +327,13 @@ def group_people(
                 totals.append((float(cand_a[i, 2]) + float(cand_b[j, 2])) + s)
                 counts.append(2)
                 alive.append(True)
-            elif pa >= 0 and pb < 0:
-                if joints[pa][b] < 0:
-                    joints[pa][b] = j
-                    owner[b][j] = pa
-                    totals[pa] += float(cand_b[j, 2]) + s
-                    counts[pa] += 1
-            elif pb >= 0 and pa < 0:
-                if joints[pb][a] < 0:
-                    joints[pb][a] = i
-                    owner[a][i] = pb
-                    totals[pb] += float(cand_a[i, 2]) + s
-                    counts[pb] += 1
+            elif pa < 0 or pb < 0:  # one end belongs to a person: the other end joins them
+                person, k, peak, cand = (pb, a, i, cand_a) if pa < 0 else (pa, b, j, cand_b)
+                if joints[person][k] < 0:
+                    joints[person][k] = peak
+                    owner[k][peak] = person
+                    totals[person] += float(cand[peak, 2]) + s
+                    counts[person] += 1
             elif pa != pb:
                 keep, gone = min(pa, pb), max(pa, pb)
                 if all(x < 0 or y < 0 for x, y in zip(joints[keep], joints[gone])):
