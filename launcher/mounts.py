@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails
 
 from launcher.clusters import KubernetesSection, SlurmSection
@@ -183,6 +183,32 @@ class EnvVar(_Strict):
         return value
 
 
+def _ulimit(name: str, value: Any) -> Any:
+    """One `ulimits` entry: a known name and -1, a count, or (for byte limits) a size; the size in bytes."""
+    if name not in ULIMIT_NAMES:
+        raise ValueError(f"unknown ulimit {name!r}; valid: {', '.join(ULIMIT_NAMES)}")
+    if isinstance(value, str) and name in ULIMITS_IN_BYTES:
+        value = parse_size(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        unit = "bytes, or a size such as \"64m\"" if name in ULIMITS_IN_BYTES else "a count"
+        raise ValueError(f"ulimit {name}: {value!r} is not a limit; write -1 (unlimited) or {unit}")
+    return value
+
+
+def _port(container_port: Any, host: Any) -> Any:
+    """One `ports` entry: "PORT[/PROTOCOL]" to a host port, "IP:PORT", or null (any free port)."""
+    number, _, protocol = str(container_port).partition("/")
+    if not (number.isdigit() and 1 <= int(number) <= 65535 and protocol in ("", "tcp", "udp", "sctp")):
+        raise ValueError(f"port {container_port!r}: write a container port 1-65535, optionally /tcp, /udp or /sctp")
+    host_port = host.rpartition(":")[2] if isinstance(host, str) else host
+    if host is not None and (isinstance(host, bool) or not str(host_port).isdigit()
+                             or not 1 <= int(host_port) <= 65535):
+        raise ValueError(
+            f"port {container_port}: host port {host!r} is not 1-65535 (or \"IP:PORT\", or null for any)")
+    return host
+
+
+
 class ContainerOptions(_Strict):
     """TAO's `DockerOptions`. None means pose's default (see `runners.docker.container_kwargs`)."""
 
@@ -205,39 +231,14 @@ class ContainerOptions(_Strict):
             raise ValueError(f"{size!r} is less than 1 MiB of shared memory; write e.g. \"16G\" or \"512m\"")
         return size
 
-    @field_validator("ulimits", mode="before")
+    @field_validator("ulimits", "ports", mode="before")
     @classmethod
-    def _known_ulimits(cls, ulimits: Any) -> Any:
-        if not isinstance(ulimits, dict):
-            return ulimits
-        checked = {}
-        for name, value in ulimits.items():
-            if name not in ULIMIT_NAMES:
-                raise ValueError(f"unknown ulimit {name!r}; valid: {', '.join(ULIMIT_NAMES)}")
-            if isinstance(value, str) and name in ULIMITS_IN_BYTES:
-                value = parse_size(value)
-            if isinstance(value, bool) or not isinstance(value, int) or value < -1:
-                unit = "bytes, or a size such as \"64m\"" if name in ULIMITS_IN_BYTES else "a count"
-                raise ValueError(f"ulimit {name}: {value!r} is not a limit; write -1 (unlimited) or {unit}")
-            checked[name] = value
-        return checked
-
-    @field_validator("ports", mode="before")
-    @classmethod
-    def _ports(cls, ports: Any) -> Any:
-        if not isinstance(ports, dict):
-            return ports
-        for container_port, host in ports.items():
-            number, _, protocol = str(container_port).partition("/")
-            if not (number.isdigit() and 1 <= int(number) <= 65535 and protocol in ("", "tcp", "udp", "sctp")):
-                raise ValueError(
-                    f"port {container_port!r}: write a container port 1-65535, optionally /tcp, /udp or /sctp")
-            host_port = host.rpartition(":")[2] if isinstance(host, str) else host
-            if host is not None and (isinstance(host, bool) or not str(host_port).isdigit()
-                                     or not 1 <= int(host_port) <= 65535):
-                raise ValueError(
-                    f"port {container_port}: host port {host!r} is not 1-65535 (or \"IP:PORT\", or null for any)")
-        return ports
+    def _each_entry(cls, entries: Any, info: ValidationInfo) -> Any:
+        # Anything but a dict is left to pydantic's own type error.
+        if not isinstance(entries, dict):
+            return entries
+        check = _ulimit if info.field_name == "ulimits" else _port
+        return {key: check(key, value) for key, value in entries.items()}
 
     @field_validator("privileged", "tty", mode="before")
     @classmethod
