@@ -209,6 +209,16 @@ def _port(container_port: Any, host: Any) -> Any:
 
 
 
+def _first_repeat(keys: list[str]) -> tuple[int, int, str] | None:
+    """The first key given twice: (index of its first use, index of the repeat, the key)."""
+    seen: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key in seen:
+            return seen[key], i, key
+        seen[key] = i
+    return None
+
+
 class ContainerOptions(_Strict):
     """TAO's `DockerOptions`. None means pose's default (see `runners.docker.container_kwargs`)."""
 
@@ -275,24 +285,18 @@ class MountsFile(_Strict):
     @field_validator("Mounts")
     @classmethod
     def _one_mount_per_destination(cls, mounts: list[Mount]) -> list[Mount]:
-        seen: dict[str, int] = {}
-        for i, mount in enumerate(mounts):
-            if mount.destination in seen:
-                raise ValueError(
-                    f"Mounts[{seen[mount.destination]}] and Mounts[{i}] both mount on {mount.destination}; "
-                    "give each mount its own destination"
-                )
-            seen[mount.destination] = i
+        if repeat := _first_repeat([mount.destination for mount in mounts]):
+            first, i, destination = repeat
+            raise ValueError(
+                f"Mounts[{first}] and Mounts[{i}] both mount on {destination}; give each mount its own destination")
         return mounts
 
     @field_validator("Envs")
     @classmethod
     def _one_value_per_variable(cls, envs: list[EnvVar]) -> list[EnvVar]:
-        seen: dict[str, int] = {}
-        for i, env in enumerate(envs):
-            if env.variable in seen:
-                raise ValueError(f"Envs[{seen[env.variable]}] and Envs[{i}] both set {env.variable}; keep one")
-            seen[env.variable] = i
+        if repeat := _first_repeat([env.variable for env in envs]):
+            first, i, variable = repeat
+            raise ValueError(f"Envs[{first}] and Envs[{i}] both set {variable}; keep one")
         return envs
 
 
