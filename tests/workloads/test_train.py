@@ -185,6 +185,24 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_same_global_batch(t
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5)
 
 
+def test_frozen_batchnorm_makes_two_ranks_train_as_one_process_of_the_same_global_batch(tmp_path):
+    """BatchNorm normalises each rank's half batch on its own; frozen, it uses its running
+    statistics, and 2 gloo ranks end with the weights of 1 process."""
+    one, two, moving = tmp_path / "one", tmp_path / "two", tmp_path / "moving"
+    common = ["--epochs", "2", "--noise", "0", "--batchnorm"]
+    single = run_toy_script(one, *common, "--freeze_batchnorm", "--batch", "16", stdout=subprocess.DEVNULL)
+    unfrozen = run_toy_script(moving, *common, "--batch", "16", stdout=subprocess.DEVNULL)
+    assert run_toy_script(two, *common, "--freeze_batchnorm", "--batch", "8", nproc=2).wait(timeout=180) == 0
+    assert single.wait(timeout=180) == 0 and unfrozen.wait(timeout=180) == 0
+    want, got = final_weights(one), final_weights(two)
+    assert got.keys() == want.keys() == final_weights(moving).keys()  # model files load as before
+    assert max((got[k].double() - want[k].double()).abs().max().item() for k in want) <= 1e-6
+    assert not torch.equal(want["1.weight"], torch.ones(16))  # the BN scale still trains
+    assert torch.equal(want["1.running_mean"], torch.zeros(16)) and int(want["1.num_batches_tracked"]) == 0
+    # Not frozen, the same run moves the running statistics.
+    assert final_weights(moving)["1.running_mean"].abs().max() > 1e-3
+
+
 def test_non_finite_loss_names_its_parts_and_exits_1(tmp_path):
     torch.set_num_threads(1)
 
@@ -316,10 +334,15 @@ def _main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--noise", type=float, default=0.01)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--batchnorm", action="store_true", help="a BatchNorm1d after the first layer")
+    parser.add_argument("--freeze_batchnorm", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = ToyData(size=48, noise=args.noise, delay_s=args.delay)
-    run_training(toy_job(args.results_dir, epochs=args.epochs, batch_size=args.batch, train_dataset=data,
+    torch.manual_seed(0)
+    layers = [nn.Linear(8, 16), *([nn.BatchNorm1d(16)] if args.batchnorm else []), nn.ReLU(), nn.Linear(16, 2)]
+    run_training(toy_job(args.results_dir, model=nn.Sequential(*layers), freeze_batchnorm=args.freeze_batchnorm,
+                         epochs=args.epochs, batch_size=args.batch, train_dataset=data,
                          workers=args.workers, optimizer="sgd", lr=0.05,
                          schedule=Schedule(kind="step", steps=(2,), factor=0.5)))
 

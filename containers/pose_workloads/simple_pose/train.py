@@ -126,6 +126,7 @@ def main(args) -> int:
         amp=t.amp,
         amp_dtype=t.amp_dtype,
         channels_last=t.channels_last,
+        freeze_batchnorm=t.freeze_batchnorm,
         spec=spec,
     )
     print(f"{len(people)} training people from {len(train_set.images)} images, {len(val_dataset)} val crops",

@@ -59,6 +59,10 @@ class SimplePoseTrain(Strict):
     amp_dtype: Literal["float16", "bfloat16"] = Field(
         default="float16", description="AMP's low precision: bfloat16 (Ampere and newer) needs no loss scaling")
     channels_last: bool = True
+    freeze_batchnorm: bool = Field(
+        default=False, description="BatchNorm layers normalise with their running statistics, which stay as "
+        "loaded (detectron2's FrozenBatchNorm, TAO's freeze_bn); their scale and shift still train. For small "
+        "per-GPU batches, and it makes N ranks train exactly as 1 process of the same global batch")
 
     @field_validator("input_size")
     @classmethod

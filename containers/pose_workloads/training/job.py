@@ -83,6 +83,7 @@ class TrainJob:
     amp: bool = True
     amp_dtype: str = "float16"  # or "bfloat16": no GradScaler (its exponent range is float32's)
     channels_last: bool = True
+    freeze_batchnorm: bool = False  # BatchNorm layers stay in eval mode while training (see train_mode)
     steps_per_epoch: int | None = None
     spec: Any = None
     inputs_key: str = "image"

@@ -91,7 +91,7 @@ def train_one_epoch(
     """One pass of `steps` iterations, from `start_step` on (a preempted epoch, whose sums so far
     and RNG states are `resumed`). A stop request agreed after a step ends the pass early
     (`stopped_after`). A non-finite loss raises NonFiniteLoss naming its parts."""
-    model.train()
+    train_mode(model, job.freeze_batchnorm)
     amp = amp_settings(job, device)
     plain_model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     progress = EpochProgress(epoch + 1, job.epochs, steps, procs.is_main)
@@ -185,6 +185,18 @@ def _sum_over_ranks(values: list[float], device: torch.device, procs: Processes)
     return t.tolist()
 
 
+def train_mode(model: nn.Module, freeze_batchnorm: bool) -> None:
+    """model.train(); with freeze_batchnorm its BatchNorm layers stay in eval mode: they normalise
+    with their running statistics and leave them unchanged, so a rank's batch size no longer
+    matters. Their weight and bias still train (per channel, averaged by DDP like any parameter),
+    and the state_dict keeps its keys."""
+    model.train()
+    if freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def evaluate_model(job: TrainJob, model: nn.Module) -> dict[str, float]:
     """`job.evaluate_fn` on the plain model in eval mode; back to train mode after."""
     plain = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -193,7 +205,7 @@ def evaluate_model(job: TrainJob, model: nn.Module) -> dict[str, float]:
         with torch.no_grad():
             return {k: float(v) for k, v in job.evaluate_fn(plain).items()}
     finally:
-        plain.train()
+        train_mode(plain, job.freeze_batchnorm)
 
 
 def run_training(job: TrainJob) -> dict[str, Any]:
