@@ -11,6 +11,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -86,13 +87,20 @@ def final_weights(results_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(results_dir / "model_final.pth", weights_only=True)["state_dict"]
 
 
+def _free_port() -> int:
+    # Not a port derived from our pid: two DDP tests in one session, and other sessions, would share it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_toy_script(results_dir: Path, *args: str, nproc: int = 1, **popen) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if nproc == 1:
         cmd = [sys.executable, str(HERE), str(results_dir), *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_port", str(29500 + os.getpid() % 1000), str(HERE), str(results_dir), *args]
+               "--master_port", str(_free_port()), str(HERE), str(results_dir), *args]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, **popen)
 
 
