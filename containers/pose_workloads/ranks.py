@@ -59,6 +59,11 @@ def init_processes() -> Processes:
         return Processes(0, 1, 0, False)
     started = False
     if not dist.is_initialized():
+        # DDP imports torch._dynamo on first use; imported after the group exists, it keeps
+        # references to it, destroy_process_group then leaves gloo's threads running, and a rank
+        # that exits while a peer still talks to it could abort ("terminate called without an
+        # active exception", exit -6) after a finished run. Imported first, it holds none.
+        import torch._dynamo  # noqa: F401
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank())

@@ -183,8 +183,14 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_same_global_batch(t
     # No per-sample noise: the NumPy streams differ per rank (seeded from rank), the data must not.
     common = ["--epochs", "2", "--noise", "0"]
     single = run_toy_script(one, *common, "--batch", "16", stdout=subprocess.DEVNULL)
-    assert run_toy_script(two, *common, "--batch", "8", nproc=2).wait(timeout=180) == 0
+    ddp = run_toy_script(two, *common, "--batch", "8", nproc=2, stdout=subprocess.PIPE, text=True)
+    out, _ = ddp.communicate(timeout=180)
+    assert ddp.returncode == 0
     assert single.wait(timeout=180) == 0
+    # Both ranks tore their process group down: no gloo thread outlives run_training (one that did
+    # could abort the rank at exit, after a finished run).
+    threads_left = [line for line in out.splitlines() if line.startswith("threads after training:")]
+    assert len(threads_left) == 2 and not any("gloo" in line for line in threads_left), threads_left
     losses_one = [r["loss"] for r in read_metrics(one)]
     losses_two = [r["loss"] for r in read_metrics(two)]
     assert losses_two == pytest.approx(losses_one, rel=1e-4)
@@ -353,6 +359,9 @@ def _main() -> None:
                          epochs=args.epochs, batch_size=args.batch, train_dataset=data,
                          workers=args.workers, optimizer="sgd", lr=0.05,
                          schedule=Schedule(kind="step", steps=(2,), factor=0.5)))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        tasks = Path("/proc/self/task")
+        print("threads after training:", os.environ["RANK"], sorted((t / "comm").read_text().strip() for t in tasks.iterdir()), flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ what the results directory holds.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -219,6 +220,10 @@ def run_training(job: TrainJob) -> dict[str, Any]:
             return _train(job, procs, stop)
     finally:
         if procs.started_here and dist.is_initialized():
+            # The DDP wrapper can sit in a reference cycle; collected first, destroy_process_group
+            # ends gloo's threads instead of leaving them to race the interpreter's exit
+            # (see ranks.init_processes).
+            gc.collect()
             dist.destroy_process_group()
 
 
