@@ -1,7 +1,6 @@
 """BodyPoseNet grouping: `grouping.find_people` against OpenPose's decode as the peers ship it.
 
     python bench/bench_grouping.py [--people 1 10 30 100] [--scenes 3] [--repeat 5]
-                                   [--min-speedup 20] [--max-ms 6]
 
 Each scene is what inference sees on a crowded picture: synthetic people (18 joints, 19 limbs,
 TAO's bpnet_18joints.json) of 60-250 px in a 368x656 input, drawn at stride 8 by the training
@@ -19,7 +18,7 @@ Quality on the same scenes, against the joints drawn: `people` is the true peopl
 found person with at least half of their joints within 4 input px, `joints` the share of true
 joints found within 4 px in their matched person, `err` the mean error of those (input px). The
 script asserts the fast path finds at least as many people and joints as the baseline with no
-larger error, the speedup at `--gate-people` people, and the time per image there.
+larger error, and issue 11's gates at GATE_PEOPLE people: the speedup and the time per image.
 """
 
 from __future__ import annotations
@@ -44,6 +43,8 @@ STRIDE = 8
 INPUT_HW = (368, 656)
 HEATMAP_THRESHOLD, PAF_THRESHOLD, SMOOTHING_PX = 0.1, 0.05, 3.0
 CORRECT_PX = 4.0  # a joint within this many input px of the truth is found
+# Issue 11's gates: at GATE_PEOPLE people, at least MIN_SPEEDUP x the baseline and at most MAX_MS per image.
+GATE_PEOPLE, MIN_SPEEDUP, MAX_MS = 30, 20.0, 6.0
 
 # A standing person in a unit box (x across the width, y down the height), COCO-17 order.
 TEMPLATE = np.array([
@@ -169,9 +170,6 @@ def main() -> None:
     parser.add_argument("--people", type=int, nargs="+", default=[1, 10, 30, 100])
     parser.add_argument("--scenes", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=5, help="runs of each path per scene (best is kept)")
-    parser.add_argument("--gate-people", type=int, default=30, help="the crowd size the thresholds apply to")
-    parser.add_argument("--min-speedup", type=float, default=20.0, help="fail below this speedup")
-    parser.add_argument("--max-ms", type=float, default=6.0, help="fail above this time per image")
     args = parser.parse_args()
     cv2.setNumThreads(1)
 
@@ -221,12 +219,12 @@ def main() -> None:
             f"{num_people} people: the fast path finds fewer joints ({fast_q[1]:.0f} < {slow_q[1]:.0f})")
         assert fast_q[2] / max(fast_q[1], 1) <= slow_q[2] / max(slow_q[1], 1) + 1e-9, (
             f"{num_people} people: larger joint error")
-        if num_people == args.gate_people:
+        if num_people == GATE_PEOPLE:
             gate = (speedup, fast_s / n * 1e3)
     if gate is not None:
-        print(f"  at {args.gate_people} people: {gate[0]:.1f}x the baseline, {gate[1]:.2f} ms per image")
-        assert gate[0] >= args.min_speedup, f"speedup {gate[0]:.1f}x is below {args.min_speedup}x"
-        assert gate[1] <= args.max_ms, f"{gate[1]:.2f} ms per image is above {args.max_ms} ms"
+        print(f"  at {GATE_PEOPLE} people: {gate[0]:.1f}x the baseline, {gate[1]:.2f} ms per image")
+        assert gate[0] >= MIN_SPEEDUP, f"speedup {gate[0]:.1f}x is below {MIN_SPEEDUP}x"
+        assert gate[1] <= MAX_MS, f"{gate[1]:.2f} ms per image is above {MAX_MS} ms"
 
 
 if __name__ == "__main__":

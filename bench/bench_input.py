@@ -1,6 +1,6 @@
 """Training input throughput: samples/s of one data worker for both networks' training datasets.
 
-    python bench/bench_input.py [--samples 96] [--repeat 3] [--min-rate 30]
+    python bench/bench_input.py [--samples 96] [--repeat 3]
 
 One worker = one process on one core (OpenCV, torch and OpenMP at one thread), running the real
 training dataset with its training augmentation on coco-mini (real COCO val2017 JPEGs):
@@ -11,7 +11,7 @@ training dataset with its training augmentation on coco-mini (real COCO val2017 
   bpnet_train_m1_coco.yaml dataloader (256x256 input, 32x32 targets, person-centric augmentation,
   labels, loss mask).
 It prints samples/s per worker and the workers one GPU needs at the published step rates below,
-and fails when a worker makes fewer than `--min-rate` samples/s (a regression).
+and fails when a worker makes fewer than MIN_RATE samples/s (a regression).
 
 Published rates (samples/s over an 8-GPU node):
 - Simple Pose ResNet-50 256x192: GluonCV's training logs, 8 GPUs, fp32 batch 32 per GPU: ~920
@@ -23,7 +23,6 @@ Published rates (samples/s over an 8-GPU node):
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from pathlib import Path
@@ -33,7 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from timing import best_cpu_rate  # noqa: E402
+from timing import best_cpu_rate, sample_rate_arguments  # noqa: E402
 
 from pose_workloads.bpnet.train import shard_dataset  # noqa: E402
 from pose_workloads.data.coco import load_coco  # noqa: E402
@@ -45,6 +44,7 @@ from pose_workloads.specs import COCO17, BpnetDatasetSpec, BpnetTrainSpec, load_
 ROOT = Path(__file__).resolve().parents[1]
 COCO_MINI = ROOT / "tests/data/coco-mini"
 KEYPOINTS = "annotations/person_keypoints_mini.json"
+MIN_RATE = 30.0  # samples/s per worker
 PUBLISHED_8_GPU = {  # samples/s over 8 GPUs, see the module doc
     "Simple Pose R50 fp32 (GluonCV)": 920.0,
     "Simple Pose R50 fp16 (GluonCV)": 2500.0,
@@ -96,11 +96,7 @@ def bpnet_rate(samples: int, repeat: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=96, help="samples per timed pass and network")
-    parser.add_argument("--repeat", type=int, default=3, help="timed passes; the best is reported")
-    parser.add_argument("--min-rate", type=float, default=30.0, help="fail below this many samples/s per worker")
-    args = parser.parse_args()
+    args = sample_rate_arguments(__doc__, samples=96)  # per network
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
@@ -120,7 +116,7 @@ def main() -> None:
         print(f"    {per_gpu:5.0f} samples/s per GPU: {per_gpu / bottom_up:5.1f} workers per GPU, "
               f"{8 * per_gpu / bottom_up:5.1f} per node")
     for name, value in (("Simple Pose", top_down), ("BodyPoseNet", bottom_up)):
-        assert value >= args.min_rate, f"{name}: {value:.1f} samples/s per worker, below {args.min_rate}"
+        assert value >= MIN_RATE, f"{name}: {value:.1f} samples/s per worker, below {MIN_RATE}"
 
 
 if __name__ == "__main__":

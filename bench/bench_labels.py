@@ -1,6 +1,6 @@
 """BodyPoseNet label generation: `bpnet_labels` against the windowed per-person labels the peers ship.
 
-    python bench/bench_labels.py [--people 1 5 20] [--size 368] [--repeat 20] [--min-speedup 3]
+    python bench/bench_labels.py [--people 1 5 20] [--size 368] [--repeat 20]
 
 TAO's training setup: 368x368 input, 46x46 targets, 18 joints, 19 limbs, sigma 7 px, band 1 px.
 The baseline, `windowed_labels` below, is how lightweight-human-pose-estimation.pytorch and
@@ -12,7 +12,7 @@ them in a few NumPy calls.
 
 The script asserts that `bpnet_labels` gives exactly the per-pixel reference loops' labels (the
 tests' oracle) and the baseline the same within float rounding, that `bpnet_labels` is at least
-`--min-speedup` times faster than the baseline at `--gate-people` people, and prints the times.
+MIN_SPEEDUP times faster than the baseline at GATE_PEOPLE people (issue 11's gate), and prints the times.
 One thread (per-core figures).
 """
 
@@ -39,6 +39,7 @@ from pose_workloads.specs import load_pose_config  # noqa: E402
 
 POSE_CONFIG = Path(__file__).resolve().parents[1] / "specs/bpnet/bpnet_18joints.json"
 STRIDE = 8
+GATE_PEOPLE, MIN_SPEEDUP = 5, 3.0
 SIGMA_PX, BAND = 7.0, 1.0
 
 
@@ -101,8 +102,6 @@ def main() -> None:
     parser.add_argument("--people", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--size", type=int, default=368, help="input side in px (targets are size / 8)")
     parser.add_argument("--repeat", type=int, default=20, help="runs of each (best is kept)")
-    parser.add_argument("--gate-people", type=int, default=5, help="the crowd size the speedup applies to")
-    parser.add_argument("--min-speedup", type=float, default=3.0, help="fail below this speedup")
     args = parser.parse_args()
 
     pose_config = load_pose_config(POSE_CONFIG)
@@ -124,12 +123,11 @@ def main() -> None:
         fast_s = best_time(lambda call=call: bpnet_labels(*call), args.repeat)
         slow_s = best_time(lambda call=call: windowed_labels(*call), args.repeat)
         print(f"  {num_people:>6} {slow_s * 1e3:>11.2f} {fast_s * 1e3:>15.2f} {slow_s / fast_s:>7.1f}x")
-        if num_people == args.gate_people:
+        if num_people == GATE_PEOPLE:
             gate = slow_s / fast_s
     print("  bpnet_labels equals the per-pixel reference loops bit for bit at every size")
     if gate is not None:
-        assert gate >= args.min_speedup, (
-            f"speedup {gate:.1f}x at {args.gate_people} people is below {args.min_speedup}x")
+        assert gate >= MIN_SPEEDUP, f"speedup {gate:.1f}x at {GATE_PEOPLE} people is below {MIN_SPEEDUP}x"
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ identical argmax decodes and DARK decodes within 1e-4 px, then prints a table.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from timing import best_cpu_rate
+from timing import best_cpu_rate, sample_rate_arguments
 
 from pose_workloads.data.coco import load_coco
 from pose_workloads.data.crops import TopDownAugmentation, affine_transform_matrix, draw_crop_params
@@ -31,6 +30,8 @@ from pose_workloads.media import read_image
 from pose_workloads.specs import COCO17
 
 COCO_MINI = Path(__file__).resolve().parents[1] / "tests/data/coco-mini"
+# Regression floors (issue 11 asks 2.5x for training samples: not reached, see README).
+MIN_TRAIN_SPEEDUP, MIN_EVAL_SPEEDUP = 1.0, 1.5
 
 
 def reference_sample(dataset: TopDownDataset, index: int, rng: np.random.Generator, read=read_image) -> dict:
@@ -72,13 +73,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=144, help="training samples per timed pass")
-    parser.add_argument("--repeat", type=int, default=3, help="timed passes; the best is reported")
-    parser.add_argument("--min-train-speedup", type=float, default=1.0,
-                        help="fail below this (shuffled training samples)")
-    parser.add_argument("--min-eval-speedup", type=float, default=1.5, help="fail below this (evaluation order)")
-    args = parser.parse_args()
+    args = sample_rate_arguments(__doc__, samples=144)  # training samples
     torch.set_num_threads(1)
     cv2.setNumThreads(1)  # one DataLoader worker's view
 
@@ -189,10 +184,8 @@ def main() -> None:
           f"full decode, but its crops (scale 0.43) reach only {min(reduced_psnr):.1f}-{max(reduced_psnr):.1f} dB PSNR "
           "against the full decode's (bilinear on the full image aliases; the DCT scaling low-passes)")
     train_speedup, eval_speedup = rows[0][1] / rows[0][2], rows[1][1] / rows[1][2]
-    assert train_speedup >= args.min_train_speedup, (
-        f"training samples {train_speedup:.2f}x, below {args.min_train_speedup}x")
-    assert eval_speedup >= args.min_eval_speedup, (
-        f"evaluation samples {eval_speedup:.2f}x, below {args.min_eval_speedup}x")
+    assert train_speedup >= MIN_TRAIN_SPEEDUP, f"training samples {train_speedup:.2f}x, below {MIN_TRAIN_SPEEDUP}x"
+    assert eval_speedup >= MIN_EVAL_SPEEDUP, f"evaluation samples {eval_speedup:.2f}x, below {MIN_EVAL_SPEEDUP}x"
 
 
 if __name__ == "__main__":

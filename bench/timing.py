@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
+
+
+def sample_rate_arguments(doc: str, samples: int) -> argparse.Namespace:
+    """The sample-rate benchmarks' command line: --samples per timed pass, --repeat passes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=samples, help="samples per timed pass")
+    parser.add_argument("--repeat", type=int, default=3, help="timed passes; the best is reported")
+    return parser.parse_args()
 
 
 def best_time(fn: Callable[[], object], repeat: int) -> float:
