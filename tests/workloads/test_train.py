@@ -360,8 +360,8 @@ def _main() -> None:
                          workers=args.workers, optimizer="sgd", lr=0.05,
                          schedule=Schedule(kind="step", steps=(2,), factor=0.5)))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        tasks = Path("/proc/self/task")
-        print("threads after training:", os.environ["RANK"], sorted((t / "comm").read_text().strip() for t in tasks.iterdir()), flush=True)
+        threads = sorted((task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir())
+        print("threads after training:", os.environ["RANK"], threads, flush=True)
 
 
 if __name__ == "__main__":
