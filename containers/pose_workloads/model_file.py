@@ -71,9 +71,10 @@ def write(path: str | Path, data: dict[str, Any]) -> None:
 CONVERT = "python -m pose_workloads.model_file convert-trusted"
 
 
-def load(path: str | Path) -> Any:
+def load(path: str | Path, mmap: bool = False) -> Any:
     """The one `torch.load` of model, checkpoint and weights files: on CPU, `weights_only=True`
-    (tensors and plain types; nothing in the file is run). Anything else is one-line BadInput."""
+    (tensors and plain types; nothing in the file is run). Anything else is one-line BadInput.
+    `mmap`: tensors stay in the file until touched (to read a small entry of a big file)."""
     import pickle
 
     import torch
@@ -84,7 +85,7 @@ def load(path: str | Path) -> Any:
     if path.stat().st_size == 0:
         raise BadInput(f"{path}: empty file; pass the .pth written by `pose ... train` (or `prune`)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         if "weights only load failed" not in str(err).lower():
             raise BadInput(f"{path}: not a PyTorch file ({_first_line(err)}); "

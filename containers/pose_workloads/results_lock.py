@@ -130,12 +130,13 @@ def _checkpoint_network(folder: Path) -> str:
     last = folder / CHECKPOINT_LAST
     if not last.is_file():
         return ""
-    import torch
+    from pose_workloads import model_file
 
-    try:  # weights_only: a model file is data; mmap: read the small "network" entry only
-        return str(torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("network") or "")
-    except Exception:
+    try:
+        checkpoint = model_file.load(last, mmap=True)  # only the small "network" entry is read
+    except BadInput:
         return ""  # a corrupt checkpoint is reported, with its fix, where it is resumed from
+    return str(checkpoint.get("network") or "") if isinstance(checkpoint, dict) else ""
 
 
 def _reason(err: OSError) -> str:
