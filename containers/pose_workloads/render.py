@@ -114,8 +114,13 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> None:
 
     records = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
     epochs = [r["epoch"] for r in records]
-    fig, (ax_loss, ax_lr, ax_acc) = plt.subplots(1, 3, figsize=(13, 3.6))
+    val_keys = [k for k in ("AP", "AP50", "AP75") if any(k in r.get("val", {}) for r in records)]
+    train_keys = sorted({k for r in records for k, v in r.items() if k.endswith("accuracy") and isinstance(v, float)})
+    # No accuracy panel for a run that measures none (BodyPoseNet trains without validation).
+    accuracy = bool(val_keys or train_keys)
+    fig, axes = plt.subplots(1, 3 if accuracy else 2, figsize=(13 if accuracy else 8.7, 3.6))
 
+    ax_loss, ax_lr = axes[0], axes[1]
     ax_loss.plot(epochs, [r["loss"] for r in records], marker=".", label="loss")
     parts = sorted({k for r in records for k in r.get("loss_parts", {})})
     if len(parts) > 1:
@@ -129,17 +134,17 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> None:
     ax_lr.set_yscale("log")
     ax_lr.set_title("learning rate (end of epoch)")
 
-    val_keys = [k for k in ("AP", "AP50", "AP75") if any(k in r.get("val", {}) for r in records)]
-    for key in val_keys:
-        points = [(r["epoch"], r["val"][key]) for r in records if key in r.get("val", {})]
-        ax_acc.plot(*zip(*points), marker="o", label=f"val {key}")
-    train_keys = sorted({k for r in records for k, v in r.items() if k.endswith("accuracy") and isinstance(v, float)})
-    for key in train_keys:
-        ax_acc.plot(epochs, [r.get(key, np.nan) for r in records], marker=".", ls="--", label=f"train {key}")
-    ax_acc.set_ylim(0, 1)
-    ax_acc.set_title("accuracy")
+    if accuracy:
+        ax_acc = axes[2]
+        for key in val_keys:
+            points = [(r["epoch"], r["val"][key]) for r in records if key in r.get("val", {})]
+            ax_acc.plot(*zip(*points), marker="o", label=f"val {key}")
+        for key in train_keys:
+            ax_acc.plot(epochs, [r.get(key, np.nan) for r in records], marker=".", ls="--", label=f"train {key}")
+        ax_acc.set_ylim(0, 1)
+        ax_acc.set_title("accuracy")
 
-    for ax in (ax_loss, ax_lr, ax_acc):
+    for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

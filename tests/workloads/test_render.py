@@ -97,3 +97,16 @@ def test_plot_curves_draws_loss_lr_and_ap(tmp_path):
     png = cv2.imread(str(tmp_path / "curves.png"))
     assert png is not None and png.shape[1] > 2 * png.shape[0]  # three panels side by side
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "metrics.jsonl"]
+
+
+def test_plot_curves_leaves_out_the_accuracy_panel_when_nothing_measures_accuracy(tmp_path):
+    # BodyPoseNet's records: loss, its parts, the learning rate; no validation, no accuracy.
+    records = [{"epoch": e, "loss": 1.0 / e, "loss_parts": {"paf": 0.6 / e, "heatmap": 0.4 / e}, "lr": 1e-3}
+               for e in range(1, 4)]
+    for name, extra in (("bpnet", {}), ("with_accuracy", {"heatmap_accuracy": 0.5})):
+        metrics = tmp_path / f"{name}.jsonl"
+        metrics.write_text("".join(json.dumps({**r, **extra}) + "\n" for r in records))
+        plot_curves(metrics, tmp_path / f"{name}.png")
+    two, three = (cv2.imread(str(tmp_path / f"{n}.png")) for n in ("bpnet", "with_accuracy"))
+    assert two.shape[0] == three.shape[0]
+    assert two.shape[1] < 0.75 * three.shape[1]  # two panels of the same size, not three
