@@ -50,6 +50,6 @@ pose bpnet evaluate --inference_spec specs/bpnet/demo_infer.yaml --model_filenam
 ap=$(python3 -c "import json, sys; print(f\"{json.load(open(sys.argv[1]))['AP']:.3f}\")" "$RESULTS/eval/metrics.json")
 echo "== demo done in $(elapsed): val AP $ap (OKS, bottom-up on $VAL_IMAGES synthetic images)"
 # What to expect: 20 CPU epochs find the people and most joints (AP50 ~0.43) but place them
-# loosely (AP ~0.11; ~0.13 with upsample_maps: true); the same pipeline overfits coco-mini to AP 0.87
+# loosely (AP ~0.11-0.13; ~0.14 with upsample_maps: true); the same pipeline overfits coco-mini to AP ~0.9
 # (tests/workloads/test_bpnet_train_overfit.py). Bottom-up models train for hours, on GPUs.
 echo "   curves: $RESULTS/curves.png   tensorboard --logdir $RESULTS/tensorboard"

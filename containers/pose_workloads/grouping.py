@@ -380,6 +380,6 @@ def find_people(
         People in map px (sub-pixel).
     """
     candidates = find_peaks(heatmaps, 0.5 * heatmap_threshold, sigma_smooth, cross=True)
-    peaks = refine_peaks(heatmaps, candidates, heatmap_threshold)
+    peaks = refine_peaks(heatmaps, candidates, heatmap_threshold, sigma_smooth)
     return group_people(peaks, pafs, limbs, paf_threshold, min_parts=min_parts, min_score=min_score,
                         interpolation="bilinear")

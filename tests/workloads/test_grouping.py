@@ -273,6 +273,29 @@ def test_refined_peaks_land_on_subpixel_gaussian_centres():
         assert abs(found[0, 2] - 1.0) < 1e-3
 
 
+def test_refined_peaks_are_where_taos_upsampled_decode_finds_them():
+    # TAO/OpenPose: every map upsampled x8 (bicubic), smoothed (sigma 3 upsampled px), local maxima.
+    # refine_peaks reaches the same maxima from the map's own peaks without upsampling the maps,
+    # then moves at most half a 1/8 px step between them.
+    import cv2
+
+    rng = np.random.default_rng(3)
+    ys, xs = np.mgrid[0:30, 0:40].astype(np.float64)
+    centres = rng.uniform((3, 3), (37, 27), (6, 2))
+    widths = rng.uniform(0.7, 1.6, 6)
+    heatmaps = np.stack([np.exp(-((xs - x) ** 2 / (2 * w**2) + (ys - y) ** 2 / (2 * (1.3 * w) ** 2)))
+                         for (x, y), w in zip(centres, widths)]).astype(np.float32)
+    heatmaps += rng.uniform(0, 0.05, heatmaps.shape).astype(np.float32)  # not a perfect Gaussian
+    peaks = refine_peaks(heatmaps, find_peaks(heatmaps, 0.3, 3.0 / 8, cross=True), 0.3, 3.0 / 8)
+    upsampled = cv2.resize(heatmaps.transpose(1, 2, 0), (320, 240), interpolation=cv2.INTER_CUBIC)
+    tao = find_peaks(upsampled.transpose(2, 0, 1), 0.3, 3.0)
+    for found, want in zip(peaks, tao):
+        assert found.shape == (1, 3) and want.shape == (1, 3)
+        want_map_px = (want[0, :2] + 0.5) / 8 - 0.5
+        np.testing.assert_allclose(found[0, :2], want_map_px, atol=0.5 / 8 + 1e-5)
+        assert abs(found[0, 2] - want[0, 2]) < 0.02  # the upsampled map's value there
+
+
 def test_refinement_drops_peaks_below_the_threshold_and_keeps_non_positive_maps_finite():
     heatmaps = np.zeros((2, 9, 9), np.float32)
     heatmaps[0, 4, 4], heatmaps[0, 4, 5] = 0.08, 0.02  # below 0.1 once refined
