@@ -168,7 +168,7 @@ def _surface_maxima(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: n
 
 # A peak whose 3x3 samples' logs differ from a separable Gaussian's by less than this everywhere
 # (the shape labels are drawn with) keeps its Gaussian fit; a trained network's peaks are not
-# that shape (on drawn maps ~85-95 % of peaks pass, on the demo models' ~0-3 %).
+# that shape (on drawn crowd maps 82-97 % of peaks pass, on the demo models 0-3 %).
 GAUSSIAN_RESIDUAL = 0.05
 
 
