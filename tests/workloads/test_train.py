@@ -187,10 +187,11 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_same_global_batch(t
     out, _ = ddp.communicate(timeout=180)
     assert ddp.returncode == 0
     assert single.wait(timeout=180) == 0
-    # Both ranks tore their process group down: no gloo thread outlives run_training (one that did
-    # could abort the rank at exit, after a finished run).
+    # Both ranks tore their process group down: none of its worker threads outlives run_training
+    # (left running, they could abort the rank at exit, after a finished run). gloo's transport loop
+    # may still be closing the peer's connections for a moment, so it is not counted.
     threads_left = [line for line in out.splitlines() if line.startswith("threads after training:")]
-    assert len(threads_left) == 2 and not any("gloo" in line for line in threads_left), threads_left
+    assert len(threads_left) == 2 and not any("pt_gloo_runloop" in line for line in threads_left), threads_left
     losses_one = [r["loss"] for r in read_metrics(one)]
     losses_two = [r["loss"] for r in read_metrics(two)]
     assert losses_two == pytest.approx(losses_one, rel=1e-4)
