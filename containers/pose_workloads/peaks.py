@@ -68,9 +68,9 @@ def find_peaks(heatmaps: np.ndarray, threshold: float, sigma_smooth: float = 3.0
 # Gaussian. Both steps are linear and separable, so around a peak the surface is P -> A.T @ P @ A
 # for the patch P of map samples within REACH; WINDOW is where the maximum is looked for.
 SUBPIXELS = 8
-# The maximum is looked for within half a map px of the candidate (upsampled px 8x .. 8x + 7; a
-# wider window would let a weak joint climb onto a neighbour's stronger peak), one more on each
-# side for the parabola. REACH covers that, the Gaussian's 1.5 px and bicubic's 2 px.
+# A window covers its map px's own upsampled px (8x .. 8x + 7, half a map px either side), one
+# more on each side to compare and fit the parabola; beyond that the search moves window by
+# window (CLIMBS). REACH covers the window, the Gaussian's 1.5 px and bicubic's 2 px.
 REACH = 5
 WINDOW = np.arange(-1, SUBPIXELS + 1)  # upsampled px around SUBPIXELS * x
 CLIMBS = 2
