@@ -39,6 +39,7 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 from pose_workloads.peaks import find_peaks, refine_peaks
@@ -61,9 +62,11 @@ class Candidates(NamedTuple):
     bounds: np.ndarray  # (L + 1,) int64
 
 
-# Pairs scored per NumPy pass: limbs are taken in groups of about this many pairs, so that a big
-# crowd's arrays stay in cache (100 people: 150k pairs).
-CHUNK_PAIRS = 32768
+# Pairs scored per NumPy pass: limbs are taken in groups of about this many pairs (100 people:
+# 150k pairs), so that a pass's float64 arrays stay under glibc's 128 KiB mmap threshold. Bigger
+# ones are mapped and unmapped on every call, and their page faults cost more than the arithmetic
+# (100 people: 1.3-1.6x slower with groups of 32k pairs).
+CHUNK_PAIRS = 16000
 
 
 def score_limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: Sequence[tuple[int, int]],
@@ -93,55 +96,63 @@ def score_limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: 
     sizes = counts[joint_a] * counts[joint_b]
     if max_misses < 0 or num_limbs == 0:
         return Candidates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(num_limbs + 1, np.int64))
+    # The samples tested first: a few spread along the limb, away from its ends.
+    spread = sorted({int(m) for m in np.round(np.linspace(0, num_samples - 1, max_misses + 4)[1:-1])}
+                    - {0, num_samples - 1})
+
+    def at_peaks(joints: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Limb l's PAF vector at peak i of its joint `joints[l]`: row first[l] + i of (vx, vy)."""
+        peak_counts = counts[joints]
+        first = np.cumsum(peak_counts) - peak_counts
+        row_limb = np.repeat(np.arange(num_limbs), peak_counts)
+        row_peak = offsets[joints][row_limb] + np.arange(int(peak_counts.sum())) - first[row_limb]
+        vx, vy = field.at(row_limb, peak_x[row_peak], peak_y[row_peak])
+        return first, vx, vy
+
+    # The end samples (t = 0 and 1) sit on the peaks: their PAF vectors are read once per (limb,
+    # peak), not once per pair.
+    at_ends = (at_peaks(joint_a), at_peaks(joint_b))
 
     def score_limbs(limb_ids: np.ndarray) -> tuple[np.ndarray, ...]:
         """(ia, ib, score, limb) of the candidates of these limbs, by limb, best first."""
         limb_sizes = sizes[limb_ids]
         # Pair p is (i, j) = divmod(p - first pair of its limb, nB) of limb limb_of[p].
-        local = np.repeat(np.arange(len(limb_ids)), limb_sizes)
-        limb_of = limb_ids[local]
+        limb_of = np.repeat(limb_ids, limb_sizes)
         within = np.arange(int(limb_sizes.sum())) - np.repeat(np.cumsum(limb_sizes) - limb_sizes, limb_sizes)
-        ia, ib = np.divmod(within, np.maximum(counts[joint_b][limb_of], 1))
+        ia, ib = np.divmod(within, np.maximum(counts[joint_b], 1)[limb_of])
         peak_a, peak_b = offsets[joint_a][limb_of] + ia, offsets[joint_b][limb_of] + ib
         ax, ay, bx, by = peak_x[peak_a], peak_y[peak_a], peak_x[peak_b], peak_y[peak_b]
         dx, dy = bx - ax, by - ay
+
+        # Most pairs join different people and miss most samples: exact, cheap tests drop them
+        # before the survivors pay for all S samples. First a few samples spread along the limb,
+        # where the PAF is too weak for any direction: one gather per sample, no direction needed.
+        misses = np.zeros(len(ax), np.int64)
+        for sample in spread:  # a row at a time: arrays of a chunk's size (see CHUNK_PAIRS)
+            ts = t[sample:sample + 1, None]
+            misses += field.sure_misses(limb_of, ax + dx * ts, ay + dy * ts, paf_threshold)
+        pairs = np.flatnonzero(misses <= max_misses)
+        ia, ib, ax, ay, dx, dy, limb_of, misses = (a[pairs] for a in (ia, ib, ax, ay, dx, dy, limb_of, misses))
         norm = np.maximum(np.sqrt(dx * dx + dy * dy), 1e-3)
         ux, uy = dx / norm, dy / norm
 
-        # Most pairs join different people and miss most samples: exact, cheap tests drop them
-        # before the survivors pay for all S samples. First the end samples (t = 0 and 1): they
-        # sit on the peaks, whose PAF vectors are read once per (limb, peak), not once per pair.
-        def at_peaks(joints: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            peak_counts = counts[joints[limb_ids]]
-            first = np.cumsum(peak_counts) - peak_counts
-            row_limb = np.repeat(np.arange(len(limb_ids)), peak_counts)
-            row_peak = offsets[joints[limb_ids]][row_limb] + np.arange(int(peak_counts.sum())) - first[row_limb]
-            vx, vy = field.at(limb_ids[row_limb], peak_x[row_peak], peak_y[row_peak])
-            row = first[local] + index  # this pair's (limb, peak) row
-            return vx[row], vy[row]
-
-        ends = {0: at_peaks(joint_a, ia)}
-        if num_samples >= 2 and np.array_equal(ax + dx * t[-1], bx) and np.array_equal(ay + dy * t[-1], by):
-            # ax + (bx - ax) == bx for pixel coordinates; checked, not assumed
-            ends[num_samples - 1] = at_peaks(joint_b, ib)
-        misses = np.zeros(len(ax), np.int64)
-        for vx, vy in ends.values():
-            misses += ~(vx * ux + vy * uy > paf_threshold)
+        # Then the ends. ax + (bx - ax) == bx holds for coordinates that are float32 values (their
+        # difference is exact in float64): checked, not assumed.
+        ends = [0] + [num_samples - 1] * (num_samples >= 2 and np.array_equal(ax + dx * t[-1], bx[pairs])
+                                           and np.array_equal(ay + dy * t[-1], by[pairs]))
+        for (first, vx, vy), index in zip(at_ends[:len(ends)], (ia, ib)):
+            row = first[limb_of] + index
+            misses += ~(vx[row] * ux + vy[row] * uy > paf_threshold)
         # Index arrays, not boolean masks, select the pairs left: several times faster in NumPy.
+        # Arrays are samples x pairs, so NumPy's inner loops run over the many pairs (a short last
+        # axis is several times slower).
         pairs = np.flatnonzero(misses <= max_misses)
-        misses = misses[pairs]
-        # Then the bound on the other samples: a few spread along the limb, then the rest. Arrays
-        # are samples x pairs, so NumPy's inner loops run over the many pairs (a short last axis
-        # is several times slower).
-        spread = [int(m) for m in np.round(np.linspace(0, num_samples - 1, max_misses + 4)[1:-1]) if m not in ends]
         rest = [s for s in range(num_samples) if s not in ends and s not in spread]
-        for samples in (spread, rest):
-            if len(pairs) and samples:
-                ts = t[samples, None]
-                misses += field.sure_misses(limb_of[pairs], ax[pairs] + dx[pairs] * ts, ay[pairs] + dy[pairs] * ts,
-                                            paf_threshold)
-                keep = np.flatnonzero(misses <= max_misses)
-                pairs, misses = pairs[keep], misses[keep]
+        if len(pairs) and rest:
+            ts = t[rest, None]
+            misses = misses[pairs] + field.sure_misses(limb_of[pairs], ax[pairs] + dx[pairs] * ts,
+                                                       ay[pairs] + dy[pairs] * ts, paf_threshold)
+            pairs = pairs[misses <= max_misses]
 
         vx, vy = field.at(limb_of[pairs], ax[pairs] + dx[pairs] * t[:, None], ay[pairs] + dy[pairs] * t[:, None])
         proj = vx * ux[pairs] + vy * uy[pairs]  # (S, pairs)
@@ -184,13 +195,15 @@ class _PafField:
             self.flat, self.pixel_step, self.channel_step = np.ascontiguousarray(pafs).reshape(-1), 1, height * width
         # A bilinear vector is no longer than its longest corner: where the bound is below the
         # threshold the sample misses, whatever the pair's direction (one gather, not eight).
-        magnitude = np.sqrt(pafs[0::2] ** 2 + pafs[1::2] ** 2).transpose(1, 2, 0)  # (H, W, L)
+        squares = np.square(pafs)
+        magnitude = np.ascontiguousarray(np.sqrt(squares[0::2] + squares[1::2]).transpose(1, 2, 0))  # (H, W, L)
         if bilinear:
-            # Indexed by the truncated point, so that the last row and column hold the cell before.
-            magnitude = np.maximum(magnitude, np.concatenate([magnitude[:, 1:], magnitude[:, -1:]], axis=1))
-            magnitude = np.maximum(magnitude, np.concatenate([magnitude[1:], magnitude[-1:]], axis=0))
+            # The cell's 2x2 maximum (a 2x2 dilation anchored top-left; OpenCV ignores what lies
+            # beyond the edge), indexed by the truncated point, so that the last row and column
+            # hold the cell before.
+            magnitude = cv2.dilate(magnitude, np.ones((2, 2), np.uint8), anchor=(0, 0)).reshape(magnitude.shape)
             magnitude[:, -1], magnitude[-1] = magnitude[:, max(width - 2, 0)], magnitude[max(height - 2, 0)]
-        self.bound = np.ascontiguousarray(magnitude).reshape(-1)
+        self.bound = magnitude.reshape(-1)
         # Samples lie between their peaks: with every peak on the map, truncation finds the cell.
         self.on_map = len(peak_x) == 0 or bool(
             peak_x.min() >= 0 and peak_y.min() >= 0 and peak_x.max() <= width - 1 and peak_y.max() <= height - 1)
@@ -198,6 +211,9 @@ class _PafField:
     def cell(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The top-left pixel of the 2x2 cell that interpolates each point (the last cell at the
         far edges). Truncation then clipping equals floor then clipping."""
+        if self.on_map:  # no point below 0: only the far edges need clipping
+            return np.minimum(xs.astype(np.intp), max(self.width - 2, 0)), np.minimum(ys.astype(np.intp),
+                                                                                  max(self.height - 2, 0))
         return (np.clip(xs.astype(np.intp), 0, max(self.width - 2, 0)),
                 np.clip(ys.astype(np.intp), 0, max(self.height - 2, 0)))
 
@@ -212,12 +228,13 @@ class _PafField:
         fx, fy = xs - x0, ys - y0
         step_x = pixel_step if width > 1 else 0
         step_y = width * pixel_step if self.height > 1 else 0
+        gx, gy = 1.0 - fx, 1.0 - fy
         at = channel + (y0 * width + x0) * pixel_step
         out = []
         for c in (at, at + self.channel_step):
-            top = flat[c] * (1.0 - fx) + flat[c + step_x] * fx
-            bottom = flat[c + step_y] * (1.0 - fx) + flat[c + step_y + step_x] * fx
-            out.append(top * (1.0 - fy) + bottom * fy)
+            top = flat[c] * gx + flat[c + step_x] * fx
+            bottom = flat[c + step_y] * gx + flat[c + step_y + step_x] * fx
+            out.append(top * gy + bottom * fy)
         return out[0], out[1]
 
     def sure_misses(self, limb: np.ndarray, xs: np.ndarray, ys: np.ndarray, threshold: float) -> np.ndarray:
@@ -262,11 +279,11 @@ def _to_people(
 ) -> People:
     num_joints = len(peaks)
     keep = [p for p in range(len(joints)) if counts[p] >= min_parts and totals[p] / counts[p] >= min_score]
-    keypoints = np.zeros((len(keep), num_joints, 3), np.float32)
-    for row, p in enumerate(keep):
-        for k, peak in enumerate(joints[p]):
-            if peak >= 0:
-                keypoints[row, k] = peaks[k][peak]
+    # One gather from all peaks, a missing joint (-1) reading the zero row appended last.
+    table = np.array([joints[p] for p in keep], np.int64).reshape(len(keep), num_joints)
+    first = np.cumsum([0] + [len(p) for p in peaks[:-1]])
+    rows = np.concatenate([np.asarray(p, np.float32).reshape(-1, 3) for p in peaks] + [np.zeros((1, 3), np.float32)])
+    keypoints = rows[np.where(table >= 0, first + table, len(rows) - 1)]
     scores = np.array([totals[p] / counts[p] for p in keep], np.float32)
     return People(keypoints, scores)
 
@@ -312,8 +329,9 @@ def group_people(
     counts: list[int] = []
     alive: list[bool] = []
     candidates = score_limb_candidates(peaks, pafs, limbs, paf_threshold, num_samples, count_threshold, interpolation)
+    peak_scores = [np.asarray(p, np.float32).reshape(-1, 3)[:, 2].tolist() for p in peaks]  # Python floats, read often
     for limb, (a, b) in enumerate(limbs):
-        cand_a, cand_b = peaks[a], peaks[b]
+        cand_a, cand_b = peak_scores[a], peak_scores[b]
         rows = slice(candidates.bounds[limb], candidates.bounds[limb + 1])
         matches = _match_greedy(candidates.ia[rows], candidates.ib[rows], candidates.score[rows],
                                 min(len(cand_a), len(cand_b)))
@@ -324,7 +342,7 @@ def group_people(
                 row[a], row[b] = i, j
                 owner[a][i] = owner[b][j] = len(joints)
                 joints.append(row)
-                totals.append((float(cand_a[i, 2]) + float(cand_b[j, 2])) + s)
+                totals.append((cand_a[i] + cand_b[j]) + s)
                 counts.append(2)
                 alive.append(True)
             elif pa < 0 or pb < 0:  # one end belongs to a person: the other end joins them
@@ -332,7 +350,7 @@ def group_people(
                 if joints[person][k] < 0:
                     joints[person][k] = peak
                     owner[k][peak] = person
-                    totals[person] += float(cand[peak, 2]) + s
+                    totals[person] += cand[peak] + s
                     counts[person] += 1
             elif pa != pb:
                 keep, gone = min(pa, pb), max(pa, pb)

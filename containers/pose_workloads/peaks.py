@@ -61,7 +61,12 @@ def find_peaks(heatmaps: np.ndarray, threshold: float, sigma_smooth: float = 3.0
     order = np.argsort(joint, kind="stable")  # per joint, keeping raster order
     y, x, joint = y[order], x[order], joint[order]
     found = np.stack([x, y, channels_last[y, x, joint]], axis=1).astype(np.float32)
-    return np.split(found, np.searchsorted(joint, np.arange(1, num_joints)))
+    return _per_joint(found, np.searchsorted(joint, np.arange(num_joints + 1)))
+
+
+def _per_joint(rows: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    """Joint k's rows are rows[bounds[k]:bounds[k + 1]] (slices: np.split costs more than the rest)."""
+    return [rows[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
 
 
 # The surface TAO/OpenPose search for peaks: maps upsampled SUBPIXELS x (bicubic) and smoothed by a
@@ -89,18 +94,29 @@ def _surface_operators(sigma_upsampled: float) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(upsampled[:, columns]), np.ascontiguousarray(smoothed[:, columns])
 
 
-def _windows(patches: np.ndarray, operator: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray,
-             map_hw: tuple[int, int]) -> np.ndarray:
+def _patches(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray, reach: int) -> np.ndarray:
+    """(n, 2 * reach + 1, 2 * reach + 1) map samples around each (joint, x, y); rows and columns
+    beyond the map's edge repeat it (as cv2.resize and the fit assume)."""
+    _, height, width = heatmaps.shape
+    offsets = np.arange(-reach, reach + 1)
+    rows = (joint[:, None] * height + np.clip(y[:, None] + offsets, 0, height - 1)) * width
+    cols = np.clip(x[:, None] + offsets, 0, width - 1)
+    return np.take(heatmaps.reshape(-1), rows[:, :, None] + cols[:, None, :])  # one flat gather: fastest
+
+
+def _windows(heatmaps: np.ndarray, operator: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray) \
+        -> np.ndarray:
     """operator.T @ P @ operator for the patch P around every (joint, x, y), all at once: [peak, v, u]
-    window values. `patches`: every patch, a (K, H, W, 2R+1, 2R+1) view. Window px beyond the
-    map's edge are -inf: they are not in the upsampled image."""
+    window values. Window px beyond the map's edge are -inf: they are not in the upsampled image."""
     size, side, n = 2 * REACH + 1, len(WINDOW), len(x)
-    rows = (patches[joint, y, x].reshape(n * size, size) @ operator).reshape(n, size, side).transpose(0, 2, 1)
+    patches = _patches(heatmaps, joint, x, y, REACH)
+    rows = (patches.reshape(n * size, size) @ operator).reshape(n, size, side).transpose(0, 2, 1)
     values = (rows.reshape(n * side, size) @ operator).reshape(n, side, side).transpose(0, 2, 1)
-    edge = np.flatnonzero((x == 0) | (y == 0) | (x == map_hw[1] - 1) | (y == map_hw[0] - 1))
+    height, width = heatmaps.shape[1:]
+    edge = np.flatnonzero((x == 0) | (y == 0) | (x == width - 1) | (y == height - 1))
     if len(edge):
         u, v = SUBPIXELS * x[edge, None] + WINDOW, SUBPIXELS * y[edge, None] + WINDOW
-        outside_v, outside_u = (v < 0) | (v >= SUBPIXELS * map_hw[0]), (u < 0) | (u >= SUBPIXELS * map_hw[1])
+        outside_v, outside_u = (v < 0) | (v >= SUBPIXELS * height), (u < 0) | (u >= SUBPIXELS * width)
         values[edge] = np.where(outside_v[:, :, None] | outside_u[:, None, :], -np.inf, values[edge])
     return values
 
@@ -129,11 +145,8 @@ def _surface_maxima(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: n
     Returns (x, y) map px, the bicubic map there (the score), and whether each settled on a
     maximum (one still climbing after CLIMBS px has none near)."""
     bicubic, surface = _surface_operators(float(sigma_smooth) * SUBPIXELS)
-    padded = np.pad(heatmaps, ((0, 0), (REACH, REACH), (REACH, REACH)), mode="edge")  # edges as cv2.resize
-    patches = np.lib.stride_tricks.sliding_window_view(padded, (2 * REACH + 1,) * 2, axis=(1, 2))
-    map_hw = heatmaps.shape[1:]
     x, y = x.copy(), y.copy()
-    values = _windows(patches, surface, joint, x, y, map_hw)
+    values = _windows(heatmaps, surface, joint, x, y)
     climbing = np.arange(len(x))
     for climb in range(CLIMBS + 1):
         step_x, step_y = _uphill(values[climbing])
@@ -143,27 +156,34 @@ def _surface_maxima(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: n
             break
         x[climbing] += step_x
         y[climbing] += step_y
-        values[climbing] = _windows(patches, surface, joint[climbing], x[climbing], y[climbing], map_hw)
+        values[climbing] = _windows(heatmaps, surface, joint[climbing], x[climbing], y[climbing])
     settled = np.ones(len(x), bool)
     settled[climbing] = False
     every = np.arange(len(x))
     iy, ix = np.divmod(values[:, 1:-1, 1:-1].reshape(len(x), -1).argmax(axis=1), SUBPIXELS)
     iy, ix = iy + 1, ix + 1
+
+    def offset(lo: np.ndarray, top: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Between the 1/8 px steps: the vertex of a Gaussian through lo, top, hi (-inf beyond the
+        edge, and any value not > 0, leave the step as is)."""
+        ok = (lo > 0) & (hi > 0)
+        logs = [np.log(np.where(ok, v, 1.0).astype(np.float64)) for v in (lo, top, hi)]
+        return _vertex(*logs, ok)[0]
+
     top = values[every, iy, ix]
-
-    def vertex(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Offset (within +-0.5 step) of a Gaussian's peak through lo, top, hi (a parabola in logs)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ln_lo, ln_top, ln_hi = (np.log(np.maximum(v, 1e-30).astype(np.float64)) for v in (lo, top, hi))
-        curve = ln_hi - 2 * ln_top + ln_lo
-        ok = (lo > 0) & (hi > 0) & (curve < 0)  # -inf (beyond the edge) is not > 0
-        return np.where(ok, np.clip(-(ln_hi - ln_lo) / (2 * np.where(ok, curve, -1.0)), -0.5, 0.5), 0.0)
-
-    off_x = vertex(values[every, iy, ix - 1], values[every, iy, ix + 1])
-    off_y = vertex(values[every, iy - 1, ix], values[every, iy + 1, ix])
-    score = np.einsum("nl,nlk,nk->n", bicubic[:, iy].T, patches[joint, y, x], bicubic[:, ix].T)
+    off_x = offset(values[every, iy, ix - 1], top, values[every, iy, ix + 1])
+    off_y = offset(values[every, iy - 1, ix], top, values[every, iy + 1, ix])
+    score = np.einsum("nl,nlk,nk->n", bicubic[:, iy].T, _patches(heatmaps, joint, x, y, REACH), bicubic[:, ix].T)
     return ((SUBPIXELS * x + WINDOW[ix] + off_x + 0.5) / SUBPIXELS - 0.5,
             (SUBPIXELS * y + WINDOW[iy] + off_y + 0.5) / SUBPIXELS - 0.5, score, settled)
+
+
+def _vertex(lo: np.ndarray, centre: np.ndarray, hi: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vertex of the parabola through (-1, lo), (0, centre), (1, hi): its offset, clipped to
+    +-0.5 (0 where not `valid` or not a maximum), and the height it adds above the centre."""
+    slope, curve = (hi - lo) / 2, hi - 2 * centre + lo
+    offset = np.where(valid & (curve < 0), np.clip(-slope / np.where(curve < 0, curve, -1.0), -0.5, 0.5), 0.0)
+    return offset, slope * offset + 0.5 * curve * offset * offset
 
 
 # A peak whose 3x3 samples' logs differ from a separable Gaussian's by less than this everywhere
@@ -196,7 +216,7 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Sequence[np.ndarray], threshold: f
     Returns:
         K arrays (N_k, 3) float32 of (x, y, score), map px, in the order given.
     """
-    heatmaps = np.asarray(heatmaps, dtype=np.float32)
+    heatmaps = np.ascontiguousarray(heatmaps, dtype=np.float32)  # patches are gathered from it flat
     num_joints, height, width = heatmaps.shape
     counts = [len(p) for p in peaks]
     if sum(counts) == 0:
@@ -205,22 +225,14 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Sequence[np.ndarray], threshold: f
     joint = np.repeat(np.arange(num_joints), counts)
     x, y = found[:, 0].astype(np.intp), found[:, 1].astype(np.intp)
 
-    edged = np.pad(heatmaps, ((0, 0), (1, 1), (1, 1)), mode="edge")  # samples beyond the edge repeat it
-    block = np.lib.stride_tricks.sliding_window_view(edged, (3, 3), axis=(1, 2))[joint, y, x].astype(np.float64)
+    block = _patches(heatmaps, joint, x, y, 1).astype(np.float64)  # samples beyond the edge repeat it
     mid, left, right, up, down = block[:, 1, 1], block[:, 1, 0], block[:, 1, 2], block[:, 0, 1], block[:, 2, 1]
     positive = (mid > 0) & (left > 0) & (right > 0) & (up > 0) & (down > 0)
-
-    def fit(lo: np.ndarray, hi: np.ndarray, inside: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Offset of the vertex (within +-0.5) and the height it adds above the centre."""
-        g, h = (hi - lo) / 2, hi - 2 * centre + lo
-        offset = np.where(inside & (h < 0), np.clip(-g / np.where(h < 0, h, -1.0), -0.5, 0.5), 0.0)
-        return offset, g * offset + 0.5 * h * offset * offset
-
     log = np.log(np.where(block > 0, block, 1.0))
     c, lo_x, hi_x, lo_y, hi_y = [np.where(positive, a, b) for a, b in zip(
         (log[:, 1, 1], log[:, 1, 0], log[:, 1, 2], log[:, 0, 1], log[:, 2, 1]), (mid, left, right, up, down))]
-    off_x, gain_x = fit(lo_x, hi_x, (x > 0) & (x < width - 1), c)
-    off_y, gain_y = fit(lo_y, hi_y, (y > 0) & (y < height - 1), c)
+    off_x, gain_x = _vertex(lo_x, c, hi_x, (x > 0) & (x < width - 1))
+    off_y, gain_y = _vertex(lo_y, c, hi_y, (y > 0) & (y < height - 1))
     top = c + gain_x + gain_y
     score = np.where(positive, np.exp(top), top)
     refined = np.stack([x + off_x, y + off_y, score], axis=1).astype(np.float32)
@@ -238,4 +250,4 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Sequence[np.ndarray], threshold: f
         refined[take] = np.stack([sx[near], sy[near], sscore[near]], axis=1)
 
     keep = refined[:, 2] > threshold
-    return [r[k] for r, k in zip(np.split(refined, np.cumsum(counts)[:-1]), np.split(keep, np.cumsum(counts)[:-1]))]
+    return _per_joint(refined[keep], np.concatenate([[0], np.cumsum(keep)])[np.cumsum([0] + counts)])
