@@ -36,7 +36,7 @@ them back to image pixels.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import cv2
@@ -100,18 +100,16 @@ def score_limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: 
     spread = sorted({int(m) for m in np.round(np.linspace(0, num_samples - 1, max_misses + 4)[1:-1])}
                     - {0, num_samples - 1})
 
-    def at_peaks(joints: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Limb l's PAF vector at peak i of its joint `joints[l]`: row first[l] + i of (vx, vy)."""
-        peak_counts = counts[joints]
-        first = np.cumsum(peak_counts) - peak_counts
-        row_limb = np.repeat(np.arange(num_limbs), peak_counts)
-        row_peak = offsets[joints][row_limb] + np.arange(int(peak_counts.sum())) - first[row_limb]
-        vx, vy = field.at(row_limb, peak_x[row_peak], peak_y[row_peak])
-        return first, vx, vy
-
     # The end samples (t = 0 and 1) sit on the peaks: their PAF vectors are read once per (limb,
-    # peak), not once per pair.
-    at_ends = (at_peaks(joint_a), at_peaks(joint_b))
+    # peak), not once per pair. Limb l's vector at peak i of its joint A is row first[0][l] + i of
+    # (end_x, end_y), at peak j of its joint B row first[1][l] + j.
+    peak_counts = np.concatenate([counts[joint_a], counts[joint_b]])
+    starts = np.cumsum(peak_counts) - peak_counts
+    row_limb = np.repeat(np.arange(2 * num_limbs), peak_counts)
+    row_peak = (np.concatenate([offsets[joint_a], offsets[joint_b]])[row_limb] + np.arange(int(peak_counts.sum()))
+                - starts[row_limb])
+    end_x, end_y = field.at(row_limb % max(num_limbs, 1), peak_x[row_peak], peak_y[row_peak])
+    first = (starts[:num_limbs], starts[num_limbs:])
 
     def score_limbs(limb_ids: np.ndarray) -> tuple[np.ndarray, ...]:
         """(ia, ib, score, limb) of the candidates of these limbs, by limb, best first."""
@@ -140,9 +138,9 @@ def score_limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: 
         # difference is exact in float64): checked, not assumed.
         ends = [0] + [num_samples - 1] * (num_samples >= 2 and np.array_equal(ax + dx * t[-1], bx[pairs])
                                            and np.array_equal(ay + dy * t[-1], by[pairs]))
-        for (first, vx, vy), index in zip(at_ends[:len(ends)], (ia, ib)):
-            row = first[limb_of] + index
-            misses += ~(vx[row] * ux + vy[row] * uy > paf_threshold)
+        for starts, index in zip(first[:len(ends)], (ia, ib)):
+            row = starts[limb_of] + index
+            misses += ~(end_x[row] * ux + end_y[row] * uy > paf_threshold)
         # Index arrays, not boolean masks, select the pairs left: several times faster in NumPy.
         # Arrays are samples x pairs, so NumPy's inner loops run over the many pairs (a short last
         # axis is several times slower).
@@ -249,12 +247,13 @@ class _PafField:
         return (bound < threshold - 1e-5 * (1.0 + abs(threshold))).sum(axis=0)  # a margin for rounding
 
 
-def _match_greedy(ia: np.ndarray, ib: np.ndarray, score: np.ndarray, max_matches: int) -> list[tuple[int, int, float]]:
-    """One-to-one matching: walk the candidates best first, keep a pair when both peaks are free."""
+def _match_greedy(candidates: Iterable[tuple[int, int, float]], max_matches: int) -> list[tuple[int, int, float]]:
+    """One-to-one matching: walk the (ia, ib, score) candidates best first, keep a pair when both
+    peaks are free."""
     used_a: set[int] = set()
     used_b: set[int] = set()
     matches = []
-    for i, j, s in zip(ia.tolist(), ib.tolist(), score.tolist()):
+    for i, j, s in candidates:
         if i in used_a or j in used_b:
             continue
         used_a.add(i)
@@ -329,12 +328,13 @@ def group_people(
     counts: list[int] = []
     alive: list[bool] = []
     candidates = score_limb_candidates(peaks, pafs, limbs, paf_threshold, num_samples, count_threshold, interpolation)
-    peak_scores = [np.asarray(p, np.float32).reshape(-1, 3)[:, 2].tolist() for p in peaks]  # Python floats, read often
+    # Python numbers from here on: the loops below read them one at a time.
+    peak_scores = [np.asarray(p, np.float32).reshape(-1, 3)[:, 2].tolist() for p in peaks]
+    rows = list(zip(candidates.ia.tolist(), candidates.ib.tolist(), candidates.score.tolist()))
+    bounds = candidates.bounds.tolist()
     for limb, (a, b) in enumerate(limbs):
         cand_a, cand_b = peak_scores[a], peak_scores[b]
-        rows = slice(candidates.bounds[limb], candidates.bounds[limb + 1])
-        matches = _match_greedy(candidates.ia[rows], candidates.ib[rows], candidates.score[rows],
-                                min(len(cand_a), len(cand_b)))
+        matches = _match_greedy(rows[bounds[limb]:bounds[limb + 1]], min(len(cand_a), len(cand_b)))
         for i, j, s in matches:
             pa, pb = owner[a][i], owner[b][j]
             if pa < 0 and pb < 0:

@@ -94,14 +94,28 @@ def _surface_operators(sigma_upsampled: float) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(upsampled[:, columns]), np.ascontiguousarray(smoothed[:, columns])
 
 
-def _patches(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray, reach: int) -> np.ndarray:
-    """(n, 2 * reach + 1, 2 * reach + 1) map samples around each (joint, x, y); rows and columns
-    beyond the map's edge repeat it (as cv2.resize and the fit assume)."""
+def _rows_and_columns(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray, reach: int) \
+        -> tuple[np.ndarray, np.ndarray]:
+    """(2 * reach + 1, n) flat offsets of the rows and the columns around each (joint, x, y) in
+    `heatmaps.reshape(-1)`; rows and columns beyond the map's edge repeat it (as cv2.resize and the
+    fit assume)."""
     _, height, width = heatmaps.shape
-    offsets = np.arange(-reach, reach + 1)
-    rows = (joint[:, None] * height + np.clip(y[:, None] + offsets, 0, height - 1)) * width
-    cols = np.clip(x[:, None] + offsets, 0, width - 1)
-    return np.take(heatmaps.reshape(-1), rows[:, :, None] + cols[:, None, :])  # one flat gather: fastest
+    offsets = np.arange(-reach, reach + 1)[:, None]
+    rows = (joint * height + np.minimum(np.maximum(y + offsets, 0), height - 1)) * width
+    return rows, np.minimum(np.maximum(x + offsets, 0), width - 1)
+
+
+def _patches(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray, reach: int) -> np.ndarray:
+    """(2 * reach + 1, 2 * reach + 1, n) map samples [dy, dx, peak] around each (joint, x, y), peaks
+    last: each sample's row across the peaks is one contiguous array. One flat gather: fastest."""
+    rows, cols = _rows_and_columns(heatmaps, joint, x, y, reach)
+    return np.take(heatmaps.reshape(-1), rows[:, None, :] + cols[None, :, :])
+
+
+def _patches_by_peak(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(n, 2 * REACH + 1, 2 * REACH + 1): the patch of each peak, one contiguous matrix each."""
+    rows, cols = _rows_and_columns(heatmaps, joint, x, y, REACH)
+    return np.take(heatmaps.reshape(-1), rows.T[:, :, None] + cols.T[:, None, :])
 
 
 def _windows(heatmaps: np.ndarray, operator: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray) \
@@ -109,7 +123,7 @@ def _windows(heatmaps: np.ndarray, operator: np.ndarray, joint: np.ndarray, x: n
     """operator.T @ P @ operator for the patch P around every (joint, x, y), all at once: [peak, v, u]
     window values. Window px beyond the map's edge are -inf: they are not in the upsampled image."""
     size, side, n = 2 * REACH + 1, len(WINDOW), len(x)
-    patches = _patches(heatmaps, joint, x, y, REACH)
+    patches = _patches_by_peak(heatmaps, joint, x, y)
     rows = (patches.reshape(n * size, size) @ operator).reshape(n, size, side).transpose(0, 2, 1)
     values = (rows.reshape(n * side, size) @ operator).reshape(n, side, side).transpose(0, 2, 1)
     height, width = heatmaps.shape[1:]
@@ -173,7 +187,7 @@ def _surface_maxima(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: n
     top = values[every, iy, ix]
     off_x = offset(values[every, iy, ix - 1], top, values[every, iy, ix + 1])
     off_y = offset(values[every, iy - 1, ix], top, values[every, iy + 1, ix])
-    score = np.einsum("nl,nlk,nk->n", bicubic[:, iy].T, _patches(heatmaps, joint, x, y, REACH), bicubic[:, ix].T)
+    score = np.einsum("nl,nlk,nk->n", bicubic[:, iy].T, _patches_by_peak(heatmaps, joint, x, y), bicubic[:, ix].T)
     return ((SUBPIXELS * x + WINDOW[ix] + off_x + 0.5) / SUBPIXELS - 0.5,
             (SUBPIXELS * y + WINDOW[iy] + off_y + 0.5) / SUBPIXELS - 0.5, score, settled)
 
@@ -226,11 +240,12 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Sequence[np.ndarray], threshold: f
     x, y = found[:, 0].astype(np.intp), found[:, 1].astype(np.intp)
 
     block = _patches(heatmaps, joint, x, y, 1).astype(np.float64)  # samples beyond the edge repeat it
-    mid, left, right, up, down = block[:, 1, 1], block[:, 1, 0], block[:, 1, 2], block[:, 0, 1], block[:, 2, 1]
-    positive = (mid > 0) & (left > 0) & (right > 0) & (up > 0) & (down > 0)
-    log = np.log(np.where(block > 0, block, 1.0))
+    mid, left, right, up, down = block[1, 1], block[1, 0], block[1, 2], block[0, 1], block[2, 1]
+    above_zero = block > 0
+    positive = above_zero[1, 1] & above_zero[1, 0] & above_zero[1, 2] & above_zero[0, 1] & above_zero[2, 1]
+    log = np.log(np.where(above_zero, block, 1.0))
     c, lo_x, hi_x, lo_y, hi_y = [np.where(positive, a, b) for a, b in zip(
-        (log[:, 1, 1], log[:, 1, 0], log[:, 1, 2], log[:, 0, 1], log[:, 2, 1]), (mid, left, right, up, down))]
+        (log[1, 1], log[1, 0], log[1, 2], log[0, 1], log[2, 1]), (mid, left, right, up, down))]
     off_x, gain_x = _vertex(lo_x, c, hi_x, (x > 0) & (x < width - 1))
     off_y, gain_y = _vertex(lo_y, c, hi_y, (y > 0) & (y < height - 1))
     top = c + gain_x + gain_y
@@ -240,8 +255,8 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Sequence[np.ndarray], threshold: f
     # A separable Gaussian's log at (dy, dx) is its row's plus its column's minus the centre's (at
     # the map's edge too: samples beyond it repeat the edge's, as the fit assumes). Peaks with a
     # sample that is not positive keep the fit of the values.
-    measured = (block > 0).all(axis=(1, 2))
-    residual = np.abs(log[:, 1:2, :] + log[:, :, 1:2] - log[:, 1:2, 1:2] - log).max(axis=(1, 2))
+    measured = above_zero.all(axis=(0, 1))
+    residual = np.abs(log[1:2, :] + log[:, 1:2] - log[1:2, 1:2] - log).max(axis=(0, 1))
     other = np.flatnonzero(measured & (residual >= GAUSSIAN_RESIDUAL))
     if len(other):
         sx, sy, sscore, settled = _surface_maxima(heatmaps, joint[other], x[other], y[other], sigma_smooth)
