@@ -135,47 +135,59 @@ def _windows(heatmaps: np.ndarray, operator: np.ndarray, joint: np.ndarray, x: n
     return values
 
 
-def _uphill(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per window, the map px step (-1, 0, 1 in x and y) towards more: where its 8x8 px maximum
-    sits on the edge and the ring beyond is higher."""
+# The 8 neighbours of a px, (dy, dx).
+NEIGHBOURS = np.array([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
+
+
+def _settle(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per window: where (row, column in the window) the largest maximum over its 4 neighbours
+    (OpenPose's peak test) among its inner 8x8 px is, and, where there is none, the map px step
+    (-1, 0, 1 in x and y) towards the highest neighbour of their largest value, which lies beyond
+    them. (The 8-neighbour test merges more: the same joint of two people 1-2 input px apart, which
+    OpenPose's decode keeps apart on drawn crowds.)"""
+    n, side = len(values), SUBPIXELS
     inner = values[:, 1:-1, 1:-1]
-    every = np.arange(len(values))
-    iy, ix = np.divmod(inner.reshape(len(values), -1).argmax(axis=1), SUBPIXELS)
-    top, last = inner[every, iy, ix], SUBPIXELS - 1
-    step_x = np.where((ix == 0) & (values[every, iy + 1, 0] > top), -1,
-                      np.where((ix == last) & (values[every, iy + 1, -1] > top), 1, 0))
-    step_y = np.where((iy == 0) & (values[every, 0, ix + 1] > top), -1,
-                      np.where((iy == last) & (values[every, -1, ix + 1] > top), 1, 0))
-    return step_x, step_y
+    is_max = np.ones(inner.shape, bool)
+    for dy, dx in ((-1, 0), (0, -1), (0, 1), (1, 0)):
+        is_max &= inner >= values[:, 1 + dy:side + 1 + dy, 1 + dx:side + 1 + dx]
+    is_max = is_max.reshape(n, -1)
+    settled = is_max.any(axis=1)
+    best = np.where(settled, np.where(is_max, inner.reshape(n, -1), -np.inf).argmax(axis=1),
+                    inner.reshape(n, -1).argmax(axis=1))
+    iy, ix = np.divmod(best, side)
+    around = values[np.arange(n)[:, None], iy[:, None] + 1 + NEIGHBOURS[:, 0], ix[:, None] + 1 + NEIGHBOURS[:, 1]]
+    dy, dx = NEIGHBOURS[around.argmax(axis=1)].T
+    step_x = np.where(settled | (ix + dx >= 0) & (ix + dx < side), 0, dx)
+    step_y = np.where(settled | (iy + dy >= 0) & (iy + dy < side), 0, dy)
+    return iy + 1, ix + 1, step_x, step_y
 
 
 def _surface_maxima(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: np.ndarray,
                     sigma_smooth: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """From each (joint, x, y) map px, the maximum of TAO's surface (maps upsampled x8, bicubic,
-    smoothed by `sigma_smooth` map px) that its 8x8 upsampled px reach, moving one map px towards
-    more while the maximum sits on their edge (up to CLIMBS px), then between the 1/8 px steps to
-    the vertex of a Gaussian through the three values around it.
+    smoothed by `sigma_smooth` map px) among its 8x8 upsampled px, moving one map px towards more
+    while they hold none (up to CLIMBS px), then between the 1/8 px steps to the vertex of a
+    Gaussian through the three values around it.
 
-    Returns (x, y) map px, the bicubic map there (the score), and whether each settled on a
-    maximum (one still climbing after CLIMBS px has none near)."""
+    Returns (x, y) map px, the bicubic map there (the score), and the upsampled px each settled on
+    (row * 8W + column: peaks that climbed to the same maximum share it), -1 for one still
+    climbing after CLIMBS px (no maximum near)."""
     bicubic, surface = _surface_operators(float(sigma_smooth) * SUBPIXELS)
     x, y = x.copy(), y.copy()
     values = _windows(heatmaps, surface, joint, x, y)
-    climbing = np.arange(len(x))
-    for climb in range(CLIMBS + 1):
-        step_x, step_y = _uphill(values[climbing])
-        moves = (step_x != 0) | (step_y != 0)
-        climbing, step_x, step_y = climbing[moves], step_x[moves], step_y[moves]
-        if len(climbing) == 0 or climb == CLIMBS:
+    iy, ix, step_x, step_y = _settle(values)
+    climbing = np.flatnonzero((step_x != 0) | (step_y != 0))
+    for _ in range(CLIMBS):
+        if len(climbing) == 0:
             break
-        x[climbing] += step_x
-        y[climbing] += step_y
+        x[climbing] += step_x[climbing]
+        y[climbing] += step_y[climbing]
         values[climbing] = _windows(heatmaps, surface, joint[climbing], x[climbing], y[climbing])
-    settled = np.ones(len(x), bool)
-    settled[climbing] = False
+        iy[climbing], ix[climbing], step_x[climbing], step_y[climbing] = _settle(values[climbing])
+        climbing = climbing[(step_x[climbing] != 0) | (step_y[climbing] != 0)]
     every = np.arange(len(x))
-    iy, ix = np.divmod(values[:, 1:-1, 1:-1].reshape(len(x), -1).argmax(axis=1), SUBPIXELS)
-    iy, ix = iy + 1, ix + 1
+    maximum = (SUBPIXELS * y + WINDOW[iy]) * (SUBPIXELS * heatmaps.shape[2]) + SUBPIXELS * x + WINDOW[ix]
+    maximum[climbing] = -1
 
     def offset(lo: np.ndarray, top: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Between the 1/8 px steps: the vertex of a Gaussian through lo, top, hi (-inf beyond the
@@ -189,7 +201,7 @@ def _surface_maxima(heatmaps: np.ndarray, joint: np.ndarray, x: np.ndarray, y: n
     off_y = offset(values[every, iy - 1, ix], top, values[every, iy + 1, ix])
     score = np.einsum("nl,nlk,nk->n", bicubic[:, iy].T, _patches_by_peak(heatmaps, joint, x, y), bicubic[:, ix].T)
     return ((SUBPIXELS * x + WINDOW[ix] + off_x + 0.5) / SUBPIXELS - 0.5,
-            (SUBPIXELS * y + WINDOW[iy] + off_y + 0.5) / SUBPIXELS - 0.5, score, settled)
+            (SUBPIXELS * y + WINDOW[iy] + off_y + 0.5) / SUBPIXELS - 0.5, score, maximum)
 
 
 def _vertex(lo: np.ndarray, centre: np.ndarray, hi: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,14 +220,16 @@ GAUSSIAN_RESIDUAL = 0.05
 
 def refine_peaks(heatmaps: np.ndarray, peaks: Sequence[np.ndarray], threshold: float,
                  sigma_smooth: float = 3.0 / SUBPIXELS) -> list[np.ndarray]:
-    """Sub-pixel peaks, one per peak given.
+    """Sub-pixel peaks from the integer ones `find_peaks` gives.
 
     Where a peak's 3x3 samples are a Gaussian (what the network is trained to draw), the maximum
     of the Gaussian through it and its neighbours: along each axis a parabola through the logs of
     the three values (DARK's idea, Zhang et al. 2020), exact for a Gaussian. Elsewhere (a trained
     network's peaks, which are not Gaussians), the maximum TAO's decode finds on the maps
-    upsampled x8 and smoothed by `sigma_smooth` (`_surface_maxima`, computed only around the peak),
-    when it lies within a map px of the fit. Peaks whose score is not above `threshold` are dropped.
+    upsampled x8 and smoothed by `sigma_smooth` (`_surface_maxima`, computed only around the
+    peak); as TAO's peak test on that surface, candidates that reach the same maximum are one peak
+    and one with no maximum within CLIMBS map px is none. Peaks whose score is not above
+    `threshold` are dropped.
 
     On drawn maps this keeps the fit's precision; on the trained models it places joints where
     TAO's decode does or better (coco-mini overfit AP 0.936 vs TAO 0.913 vs the fit alone 0.900;
@@ -228,7 +242,8 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Sequence[np.ndarray], threshold: f
         sigma_smooth: TAO's smoothing, map px (OpenPose's 3 input px / 8).
 
     Returns:
-        K arrays (N_k, 3) float32 of (x, y, score), map px, in the order given.
+        K arrays (N_k, 3) float32 of (x, y, score), map px, in the order given (at most one per
+        peak given).
     """
     heatmaps = np.ascontiguousarray(heatmaps, dtype=np.float32)  # patches are gathered from it flat
     num_joints, height, width = heatmaps.shape
@@ -240,29 +255,27 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Sequence[np.ndarray], threshold: f
     x, y = found[:, 0].astype(np.intp), found[:, 1].astype(np.intp)
 
     block = _patches(heatmaps, joint, x, y, 1).astype(np.float64)  # samples beyond the edge repeat it
-    mid, left, right, up, down = block[1, 1], block[1, 0], block[1, 2], block[0, 1], block[2, 1]
-    above_zero = block > 0
-    positive = above_zero[1, 1] & above_zero[1, 0] & above_zero[1, 2] & above_zero[0, 1] & above_zero[2, 1]
-    log = np.log(np.where(above_zero, block, 1.0))
-    c, lo_x, hi_x, lo_y, hi_y = [np.where(positive, a, b) for a, b in zip(
-        (log[1, 1], log[1, 0], log[1, 2], log[0, 1], log[2, 1]), (mid, left, right, up, down))]
-    off_x, gain_x = _vertex(lo_x, c, hi_x, (x > 0) & (x < width - 1))
-    off_y, gain_y = _vertex(lo_y, c, hi_y, (y > 0) & (y < height - 1))
-    top = c + gain_x + gain_y
-    score = np.where(positive, np.exp(top), top)
-    refined = np.stack([x + off_x, y + off_y, score], axis=1).astype(np.float32)
-
+    measured = block > 0
+    log = np.log(np.where(measured, block, 1.0))
     # A separable Gaussian's log at (dy, dx) is its row's plus its column's minus the centre's (at
-    # the map's edge too: samples beyond it repeat the edge's, as the fit assumes). Peaks with a
-    # sample that is not positive keep the fit of the values.
-    measured = above_zero.all(axis=(0, 1))
-    residual = np.abs(log[1:2, :] + log[:, 1:2] - log[1:2, 1:2] - log).max(axis=(0, 1))
-    other = np.flatnonzero(measured & (residual >= GAUSSIAN_RESIDUAL))
-    if len(other):
-        sx, sy, sscore, settled = _surface_maxima(heatmaps, joint[other], x[other], y[other], sigma_smooth)
-        near = settled & (np.hypot(sx - refined[other, 0], sy - refined[other, 1]) < 1.0)
-        take = other[near]
-        refined[take] = np.stack([sx[near], sy[near], sscore[near]], axis=1)
+    # the map's edge too: samples beyond it repeat the edge's, as the fit assumes).
+    gaussian = measured.all(axis=(0, 1)) & (
+        np.abs(log[1:2, :] + log[:, 1:2] - log[1:2, 1:2] - log).max(axis=(0, 1)) < GAUSSIAN_RESIDUAL)
+    off_x, gain_x = _vertex(log[1, 0], log[1, 1], log[1, 2], (x > 0) & (x < width - 1))
+    off_y, gain_y = _vertex(log[0, 1], log[1, 1], log[2, 1], (y > 0) & (y < height - 1))
+    refined = np.stack([x + off_x, y + off_y, np.exp(log[1, 1] + gain_x + gain_y)], axis=1).astype(np.float32)
 
-    keep = refined[:, 2] > threshold
+    keep = np.ones(len(refined), bool)
+    other = np.flatnonzero(~gaussian)
+    if len(other):
+        sx, sy, sscore, maximum = _surface_maxima(heatmaps, joint[other], x[other], y[other], sigma_smooth)
+        refined[other] = np.stack([sx, sy, sscore], axis=1)
+        # As TAO's peak test on that surface: candidates that climbed to the same maximum are one
+        # peak (the first is kept), and one with no maximum within CLIMBS px is none.
+        key = joint[other] * (SUBPIXELS * SUBPIXELS * height * width) + maximum
+        first = np.zeros(len(other), bool)
+        first[np.unique(key, return_index=True)[1]] = True
+        keep[other] = first & (maximum >= 0)
+
+    keep &= refined[:, 2] > threshold
     return _per_joint(refined[keep], np.concatenate([[0], np.cumsum(keep)])[np.cumsum([0] + counts)])
