@@ -150,7 +150,7 @@ def score_limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: 
             ts = t[rest, None]
             misses = misses[pairs] + field.sure_misses(limb_of[pairs], ax[pairs] + dx[pairs] * ts,
                                                        ay[pairs] + dy[pairs] * ts, paf_threshold)
-            pairs = pairs[misses <= max_misses]
+            pairs = pairs[np.flatnonzero(misses <= max_misses)]
 
         vx, vy = field.at(limb_of[pairs], ax[pairs] + dx[pairs] * t[:, None], ay[pairs] + dy[pairs] * t[:, None])
         proj = vx * ux[pairs] + vy * uy[pairs]  # (S, pairs)
