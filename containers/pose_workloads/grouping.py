@@ -108,7 +108,7 @@ def score_limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: 
     row_limb = np.repeat(np.arange(2 * num_limbs), peak_counts)
     row_peak = (np.concatenate([offsets[joint_a], offsets[joint_b]])[row_limb] + np.arange(int(peak_counts.sum()))
                 - starts[row_limb])
-    end_x, end_y = field.at(row_limb % max(num_limbs, 1), peak_x[row_peak], peak_y[row_peak])
+    end_x, end_y = field.at(row_limb % num_limbs, peak_x[row_peak], peak_y[row_peak])
     first = (starts[:num_limbs], starts[num_limbs:])
 
     def score_limbs(limb_ids: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -138,8 +138,8 @@ def score_limb_candidates(peaks: Sequence[np.ndarray], pafs: np.ndarray, limbs: 
         # difference is exact in float64): checked, not assumed.
         ends = [0] + [num_samples - 1] * (num_samples >= 2 and np.array_equal(ax + dx * t[-1], bx[pairs])
                                            and np.array_equal(ay + dy * t[-1], by[pairs]))
-        for starts, index in zip(first[:len(ends)], (ia, ib)):
-            row = starts[limb_of] + index
+        for limb_start, index in zip(first[:len(ends)], (ia, ib)):
+            row = limb_start[limb_of] + index
             misses += ~(end_x[row] * ux + end_y[row] * uy > paf_threshold)
         # Index arrays, not boolean masks, select the pairs left: several times faster in NumPy.
         # Arrays are samples x pairs, so NumPy's inner loops run over the many pairs (a short last

@@ -272,10 +272,10 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Sequence[np.ndarray], threshold: f
         refined[other] = np.stack([sx, sy, sscore], axis=1)
         # As TAO's peak test on that surface: candidates that climbed to the same maximum are one
         # peak (the first is kept), and one with no maximum within CLIMBS px is none.
-        key = joint[other] * (SUBPIXELS * SUBPIXELS * height * width) + maximum
-        first = np.zeros(len(other), bool)
-        first[np.unique(key, return_index=True)[1]] = True
-        keep[other] = first & (maximum >= 0)
+        settled = other[maximum >= 0]
+        key = joint[settled] * (SUBPIXELS * SUBPIXELS * height * width) + maximum[maximum >= 0]
+        keep[other] = False
+        keep[settled[np.unique(key, return_index=True)[1]]] = True
 
     keep &= refined[:, 2] > threshold
     return _per_joint(refined[keep], np.concatenate([[0], np.cumsum(keep)])[np.cumsum([0] + counts)])
