@@ -51,25 +51,25 @@ def gaussian_heatmaps(
     # (for x >= 0) and stays correct for joints left of / above the map.
     centre = np.floor(joints_hm + 0.5).astype(np.int64)  # (K, 2)
     offsets = np.arange(-radius, radius + 1)
-    xs = centre[:, 0:1] + offsets  # (K, side) pixel columns of each window
-    ys = centre[:, 1:2] + offsets  # (K, side) pixel rows
-    x_in = (xs >= 0) & (xs < width)
-    y_in = (ys >= 0) & (ys < height)
-    weights = (np.asarray(visible).reshape(-1) > 0) & x_in.any(axis=1) & y_in.any(axis=1)
-
     # Same expression, same order, same float64 as the reference loop: identical bits.
-    dx = xs - joints_hm[:, 0:1]  # (K, side)
-    dy = ys - joints_hm[:, 1:2]
+    dx = centre[:, 0:1] + offsets - joints_hm[:, 0:1]  # (K, side)
+    dy = centre[:, 1:2] + offsets - joints_hm[:, 1:2]
     d2 = dx[:, None, :] ** 2 + dy[:, :, None] ** 2  # (K, side rows, side cols)
     windows = np.exp(-d2 / (2 * sigma**2))
 
+    # Each window is pasted with one slice assignment: 17 slices cost less than gathering the
+    # in-map part of all windows with index arrays.
     heatmaps = np.zeros((num_joints, height, width), dtype=np.float32)
-    inside = weights[:, None, None] & y_in[:, :, None] & x_in[:, None, :]  # (K, side, side)
-    k_idx = np.broadcast_to(np.arange(num_joints)[:, None, None], (num_joints, side, side))
-    y_idx = np.broadcast_to(ys[:, :, None], (num_joints, side, side))
-    x_idx = np.broadcast_to(xs[:, None, :], (num_joints, side, side))
-    heatmaps[k_idx[inside], y_idx[inside], x_idx[inside]] = windows[inside]
-    return heatmaps, weights.astype(np.float32)
+    weights = np.zeros(num_joints, dtype=np.float32)
+    lefts, tops = (centre - radius).T.tolist()
+    for k in np.flatnonzero(np.asarray(visible).reshape(-1) > 0).tolist():
+        left, top = lefts[k], tops[k]
+        x0, x1 = max(left, 0), min(left + side, width)
+        y0, y1 = max(top, 0), min(top + side, height)
+        if x0 < x1 and y0 < y1:  # the window has a pixel on the map
+            weights[k] = 1.0
+            heatmaps[k, y0:y1, x0:x1] = windows[k, y0 - top : y1 - top, x0 - left : x1 - left]
+    return heatmaps, weights
 
 
 def reference_gaussian_heatmaps(
