@@ -107,3 +107,37 @@ def test_training_crops_are_the_full_decodes_crops_normalised(coco_mini):
             flipped += bool(sample["meta"].flipped)
     assert worst_psnr >= 40.0
     assert 0 < flipped < 36  # both branches ran
+
+
+@pytest.mark.parametrize("shuffle", ["people", "images"])
+def test_training_loader_grouped_by_image_decodes_each_image_once_per_epoch(coco_mini, monkeypatch, shuffle):
+    # The cache keeps one image (as for COCO's 57k shuffled images, where keeping more rarely
+    # helps): ordered by image, an epoch decodes each of the 4 images once; people in a shuffled
+    # order make it decode images again.
+    import torch
+
+    from pose_workloads.data import topdown
+    from pose_workloads.media import read_image
+    from pose_workloads.ranks import Processes
+    from pose_workloads.training.data import make_train_loader
+    from pose_workloads.training.job import TrainJob
+
+    decodes = []
+    monkeypatch.setattr(topdown, "DECODED_IMAGES_KEPT", 1)
+    monkeypatch.setattr(topdown, "read_image", lambda path: decodes.append(path) or read_image(path))
+    coco = load_coco(coco_mini.images, coco_mini.keypoints)
+    dataset = TopDownDataset(coco.people, COCO17, input_size=(64, 48), train=True, seed=1)
+    job = TrainJob(network="simple_pose", model=torch.nn.Identity(), model_config={}, pose_config=COCO17,
+                   input_size=(64, 48), train_dataset=dataset, loss_fn=None, results_dir=None, epochs=1,
+                   batch_size=4, lr=0.1,
+                   sample_groups=[p.image_path for p in coco.people] if shuffle == "images" else None)
+    for epoch in (0, 1):
+        decodes.clear()
+        dataset._decoded.clear()  # as in a fresh data worker: workers start anew each epoch
+        people = [int(i) for batch in make_train_loader(job, epoch, Processes(0, 1, 0, False))
+                  for i in batch["meta"].ann_id]
+        assert sorted(people) == sorted(p.ann_id for p in coco.people)  # 12 people, 3 batches of 4
+        if shuffle == "images":
+            assert len(decodes) == 4
+        else:
+            assert len(decodes) > 4

@@ -367,3 +367,31 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+def test_image_grouped_sampler_shuffles_images_and_keeps_each_images_samples_together():
+    from pose_workloads.training.data import ImageGroupedSampler
+
+    groups = [f"img{i % 7}" for i in range(23)]  # 7 images, 3-4 samples each, interleaved
+    sampler = ImageGroupedSampler(groups, num_replicas=1, rank=0, seed=5, batch_size=4)
+    orders = []
+    for epoch in (0, 1, 0):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == len(sampler) == 24  # padded to whole batches with the epoch's start
+        assert sorted(order[:23]) == list(range(23)) and order[23] == order[0]
+        runs = [groups[i] for k, i in enumerate(order[:23]) if k == 0 or groups[i] != groups[order[k - 1]]]
+        assert len(runs) == 7  # each image once: its samples are consecutive
+        orders.append(order)
+    assert orders[0] == orders[2] and orders[0] != orders[1]  # a function of (seed, epoch)
+
+
+def test_image_grouped_sampler_ranks_batches_together_are_one_process_batch():
+    from pose_workloads.training.data import ImageGroupedSampler
+
+    groups = [i // 3 for i in range(50)]
+    one = list(ImageGroupedSampler(groups, num_replicas=1, rank=0, seed=2, batch_size=8))
+    ranks = [list(ImageGroupedSampler(groups, num_replicas=2, rank=r, seed=2, batch_size=4)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 28 and len(one) == 56
+    for step in range(len(ranks[0]) // 4):
+        assert ranks[0][4 * step:4 * step + 4] + ranks[1][4 * step:4 * step + 4] == one[8 * step:8 * step + 8]

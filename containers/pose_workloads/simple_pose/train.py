@@ -122,6 +122,7 @@ def main(args) -> int:
         eval_every=t.eval_every,
         checkpoint_every=t.checkpoint_every,
         workers=spec.data.workers,
+        sample_groups=[p.image_path for p in people] if spec.data.shuffle == "images" else None,
         seed=t.seed,
         amp=t.amp,
         amp_dtype=t.amp_dtype,

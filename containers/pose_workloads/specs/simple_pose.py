@@ -28,6 +28,12 @@ class SimplePoseData(Strict):
     detection_score_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
     min_keypoints: int = Field(default=1, ge=0, description="train people with fewer labelled joints are dropped")
     workers: int = Field(default=4, ge=0)
+    shuffle: Literal["people", "images"] = Field(
+        default="people",
+        description="people: a fresh order of people each epoch (Simple Baselines); images: a fresh order of "
+        "images, each image's people together in a batch, so a data worker decodes an image once per epoch, "
+        "not once per person",
+    )
 
 
 class SimplePoseAugmentation(Strict):

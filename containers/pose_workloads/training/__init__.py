@@ -14,10 +14,11 @@ like torchvision's references/classification/train.py.
 
 Reproducibility, so that a run killed with `kill -9` and restarted ends with the same weights as
 an uninterrupted one: every epoch starts by seeding all RNGs from (seed, epoch, rank), the
-sampler's order is a function of (seed, epoch) (DistributedSampler, also with one process), data
-workers are seeded from the loader's generator, and training resumes at epoch boundaries
-(from `checkpoint_last.pth`, the last complete epoch), or mid-epoch after a stop request
-(preemption.py: the step, the epoch's sums and every rank's RNG states are in the checkpoint).
+sampler's order is a function of (seed, epoch) (DistributedSampler, also with one process, or
+data.ImageGroupedSampler), data workers are seeded from the loader's generator, and training
+resumes at epoch boundaries (from `checkpoint_last.pth`, the last complete epoch), or mid-epoch
+after a stop request (preemption.py: the step, the epoch's sums and every rank's RNG states are
+in the checkpoint).
 Nothing a previous epoch drew leaks into the next.
 
 Batches are dicts (the datasets' own collate or torch's default): the model is called on

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Sampler
 
 from pose_workloads.errors import BadInput
 from pose_workloads.ranks import Processes
@@ -45,6 +46,43 @@ class _EveryNth(IterableDataset):
                 yield item
 
 
+class ImageGroupedSampler(Sampler[int]):
+    """A shuffled epoch with each image's samples one after another, for a top-down dataset.
+
+    Every epoch a fresh order of images (a function of seed and epoch) with each image's samples in
+    dataset order; rank r takes batches r, r + world_size, ... of it, so the ranks' batches of a
+    step together are the batch one process of world_size x batch_size would take (as with
+    DistributedSampler). The epoch is padded to whole steps by repeating its start.
+
+    An image's samples then land in one batch (or two), so one data worker, whose cache of decoded
+    images decodes the image once for all its people: a top-down sample's decode is most of its
+    cost. The price: batches hold the people of fewer images (README, "Top-down samples").
+    """
+
+    def __init__(self, groups: Sequence[Hashable], num_replicas: int, rank: int, seed: int, batch_size: int):
+        """groups: one key per sample (its image); samples with equal keys stay together."""
+        members: dict[Hashable, list[int]] = {}
+        for index, key in enumerate(groups):
+            members.setdefault(key, []).append(index)
+        self.members = list(members.values())
+        step = num_replicas * batch_size
+        self.total = math.ceil(len(groups) / step) * step
+        self.num_replicas, self.rank, self.seed, self.batch_size, self.epoch = num_replicas, rank, seed, batch_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        images = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.members))
+        order = [index for image in images.tolist() for index in self.members[image]]
+        order = (order * math.ceil(self.total / max(len(order), 1)))[: self.total]
+        step, size = self.num_replicas * self.batch_size, self.batch_size
+        return (index for start in range(self.rank * size, self.total, step) for index in order[start:start + size])
+
+    def __len__(self) -> int:
+        return self.total // self.num_replicas
+
+
 def make_train_loader(job: TrainJob, epoch: int, procs: Processes) -> DataLoader:
     """The epoch's loader. Its order is a function of (seed, epoch, rank) only."""
     dataset = job.train_dataset
@@ -66,8 +104,11 @@ def make_train_loader(job: TrainJob, epoch: int, procs: Processes) -> DataLoader
         if procs.world_size > 1 and not getattr(dataset, "shards_by_rank", False):
             dataset = _EveryNth(dataset, procs.rank, procs.world_size)
         return DataLoader(dataset, **common)
-    # DistributedSampler also with one process: one code path, order = permutation(seed + epoch).
-    sampler = DistributedSampler(dataset, num_replicas=procs.world_size, rank=procs.rank, shuffle=True, seed=job.seed)
+    if job.sample_groups is not None:
+        sampler = ImageGroupedSampler(job.sample_groups, procs.world_size, procs.rank, job.seed, job.batch_size)
+    else:  # also with one process: one code path, order = permutation(seed + epoch)
+        sampler = DistributedSampler(dataset, num_replicas=procs.world_size, rank=procs.rank, shuffle=True,
+                                     seed=job.seed)
     sampler.set_epoch(epoch)
     # Drop the ragged last batch as GluonCV (last_batch='discard'), unless that leaves nothing.
     return DataLoader(dataset, sampler=sampler, drop_last=len(sampler) >= job.batch_size, **common)

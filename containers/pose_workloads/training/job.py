@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,11 +47,12 @@ class TrainJob:
             (e.g. heatmap accuracy).
         evaluate_fn(model) -> {name: float}, e.g. {"AP": 0.71, ...}; called on rank 0 with the
             plain (not DDP) model in eval mode. "AP" decides `model_best.pth`.
-    Datasets: map-style (sharded by DistributedSampler) or IterableDataset (it must split its
-    stream across data workers itself, as webdataset does; across ranks too if it has
-    `shards_by_rank = True`, else the loop keeps every world_size-th item; `steps_per_epoch` is then
-    required). A dataset with `set_epoch(epoch)` is told the epoch before each epoch starts, so
-    its augmentation can draw from (seed, epoch, index) and not depend on workers or ranks.
+    Datasets: map-style (sharded by DistributedSampler, or by image with `sample_groups`) or
+    IterableDataset (it must split its stream across data workers itself, as webdataset does;
+    across ranks too if it has `shards_by_rank = True`, else the loop keeps every world_size-th
+    item; `steps_per_epoch` is then required). A dataset with `set_epoch(epoch)` is told the epoch
+    before each epoch starts, so its augmentation can draw from (seed, epoch, index) and not
+    depend on workers or ranks.
     """
 
     network: str
@@ -85,6 +86,9 @@ class TrainJob:
     channels_last: bool = True
     freeze_batchnorm: bool = False  # BatchNorm layers stay in eval mode while training (see train_mode)
     steps_per_epoch: int | None = None
+    # One key per training sample (its image), or None. When set, each epoch's order keeps an
+    # image's samples together (data.ImageGroupedSampler) instead of DistributedSampler's.
+    sample_groups: Sequence[Hashable] | None = None
     spec: Any = None
     inputs_key: str = "image"
     device: str | None = None
