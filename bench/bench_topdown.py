@@ -9,6 +9,10 @@ mirror the joints pair by pair, one `affine_transform` call per joint, `generate
 at a time, ToTensor + Normalize per channel; decoding is `get_final_preds` / DarkPose's `taylor`
 per joint. The script asserts identical targets (and images within OpenCV's bilinear rounding),
 identical argmax decodes and DARK decodes within 1e-4 px, then prints a table.
+
+Training samples are timed in two orders: by image (`data.shuffle: images`, ImageGroupedSampler:
+each image decoded once an epoch for all its people) and people shuffled (Simple Baselines' order:
+a full decode per sample). The baseline decodes every sample in either order.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from timing import best_cpu_rate, sample_rate_arguments
+from timing import best_cpu_rate, interleaved_cpu_rates, sample_rate_arguments
 
 from pose_workloads.data.coco import load_coco
 from pose_workloads.data.crops import TopDownAugmentation, affine_transform_matrix, draw_crop_params
@@ -28,10 +32,12 @@ from pose_workloads.data.topdown import IMAGENET_MEAN, IMAGENET_STD, TopDownData
 from pose_workloads.decode import decode_heatmaps, reference_decode_argmax, reference_decode_dark
 from pose_workloads.media import read_image
 from pose_workloads.specs import COCO17
+from pose_workloads.training.data import ImageGroupedSampler
 
 COCO_MINI = Path(__file__).resolve().parents[1] / "tests/data/coco-mini"
-# Regression floors (issue 11 asks 2.5x for training samples: not reached, see README).
-MIN_TRAIN_SPEEDUP, MIN_EVAL_SPEEDUP = 1.0, 1.5
+# Issue 11's 2.5x for training samples holds when an epoch goes image by image (data.shuffle:
+# images); people in a shuffled order pay a full decode each, so theirs is a regression floor.
+MIN_GROUPED_SPEEDUP, MIN_SHUFFLED_SPEEDUP, MIN_EVAL_SPEEDUP = 2.5, 1.0, 2.0
 
 
 def reference_sample(dataset: TopDownDataset, index: int, rng: np.random.Generator, read=read_image) -> dict:
@@ -85,10 +91,25 @@ def main() -> None:
     order = np.random.default_rng(1)
     items = [(int(i), epoch) for epoch in range(-(-args.samples // n)) for i in order.permutation(n)][: args.samples]
 
+    # Training by image (data.shuffle: images): the same people, epochs in ImageGroupedSampler's order.
+    sampler = ImageGroupedSampler([p.image_path for p in coco.people], num_replicas=1, rank=0, seed=1, batch_size=1)
+    by_image = []
+    for epoch in range(-(-args.samples // n)):
+        sampler.set_epoch(epoch)
+        by_image += [(index, epoch) for index in sampler]
+    by_image = by_image[: args.samples]
+
     def ours():
         for index, epoch in items:
             # coco-mini's 4 images would all stay decoded; COCO's 57k, shuffled, would not.
             dataset._decoded.clear()
+            dataset.epoch = epoch
+            dataset[index]
+
+    def ours_by_image():
+        for index, epoch in by_image:
+            if epoch != dataset.epoch:
+                dataset._decoded.clear()  # a fresh data worker each epoch: every image decoded once an epoch
             dataset.epoch = epoch
             dataset[index]
 
@@ -114,9 +135,11 @@ def main() -> None:
     assert worst_pixel <= 2 * level + 1e-5, worst_pixel
     assert worst_psnr >= 40.0, worst_psnr
 
-    rows = []
-    rows.append(("training sample, shuffled: decode + crop + targets", best_cpu_rate(ours, len(items), args.repeat),
-                 best_cpu_rate(reference, len(items), args.repeat), "samples/s"))
+    # Alternating rounds; the baseline decodes every sample, in either order.
+    rates = interleaved_cpu_rates({"by image": ours_by_image, "shuffled": ours, "baseline": reference},
+                                  len(items), max(args.repeat, 5))
+    rows = [("training sample, by image: decode + crop + targets", rates["by image"], rates["baseline"], "samples/s"),
+            ("training sample, people shuffled", rates["shuffled"], rates["baseline"], "samples/s")]
     # Evaluation: every person once, in the annotation order (image by image), no augmentation.
     evaluation = TopDownDataset(coco.people, COCO17, input_size=(256, 192), train=False, seed=0)
 
@@ -129,8 +152,8 @@ def main() -> None:
         for index in range(n):
             reference_sample(evaluation, index, np.random.default_rng(0))
 
-    rows.append(("evaluation sample, image by image", best_cpu_rate(ours_eval, n, 3 * args.repeat),
-                 best_cpu_rate(reference_eval, n, 3 * args.repeat), "samples/s"))
+    rates = interleaved_cpu_rates({"ours": ours_eval, "baseline": reference_eval}, n, 3 * max(args.repeat, 5))
+    rows.append(("evaluation sample, image by image", rates["ours"], rates["baseline"], "samples/s"))
 
     # libjpeg-turbo's DCT-domain downscaled decode (OpenCV's IMREAD_REDUCED_COLOR_2) for a crop
     # that shrinks the image 2.3x: decode time, and the crop against the full decode's.
@@ -171,9 +194,11 @@ def main() -> None:
                  best_cpu_rate(lambda: reference_decode_dark(maps), 32, micro_repeat), "people/s"))
 
     print(f"coco-mini, {len(items)} training samples at 256x192 ({flipped} mirrored), 1 thread, CPU time, "
-          f"best of {args.repeat}")
+          f"best of {max(args.repeat, 5)} alternating rounds")
     print("baseline: Simple Baselines' JointsDataset path "
           "(full-size decode, mirrored copy, warpAffine, per-joint targets)")
+    images = len({p.image_path for p in coco.people})
+    print(f"by image: {n} people in {images} images ({n / images:.1f} an image), each image decoded once an epoch")
     print(f"targets identical on every sample; crops within {worst_pixel / level:.2f} grey levels, "
           f"PSNR >= {worst_psnr:.1f} dB")
     print(f"{'stage':<52} {'ours':>10} {'baseline':>10} {'unit':>10} {'speedup':>8}")
@@ -183,9 +208,8 @@ def main() -> None:
     print(f"not used: DCT-scaled decode at 1/2 takes {reduced_share:.0%} of a "
           f"full decode, but its crops (scale 0.43) reach only {min(reduced_psnr):.1f}-{max(reduced_psnr):.1f} dB PSNR "
           "against the full decode's (bilinear on the full image aliases; the DCT scaling low-passes)")
-    train_speedup, eval_speedup = rows[0][1] / rows[0][2], rows[1][1] / rows[1][2]
-    assert train_speedup >= MIN_TRAIN_SPEEDUP, f"training samples {train_speedup:.2f}x, below {MIN_TRAIN_SPEEDUP}x"
-    assert eval_speedup >= MIN_EVAL_SPEEDUP, f"evaluation samples {eval_speedup:.2f}x, below {MIN_EVAL_SPEEDUP}x"
+    for (name, fast, slow, _), floor in zip(rows, (MIN_GROUPED_SPEEDUP, MIN_SHUFFLED_SPEEDUP, MIN_EVAL_SPEEDUP)):
+        assert fast / slow >= floor, f"{name}: {fast / slow:.2f}x, below {floor}x"
 
 
 if __name__ == "__main__":

@@ -36,3 +36,15 @@ def best_cpu_rate(fn: Callable[[], object], count: int, repeat: int) -> float:
         fn()
         best = min(best, time.process_time() - start)
     return count / best
+
+
+def interleaved_cpu_rates(fns: dict[str, Callable[[], object]], count: int, repeat: int) -> dict[str, float]:
+    """`best_cpu_rate` of several functions timed in alternating rounds, so that a shared
+    machine's slow and quiet spells fall on all of them alike."""
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.process_time()
+            fn()
+            best[name] = min(best[name], time.process_time() - start)
+    return {name: count / seconds for name, seconds in best.items()}
