@@ -41,14 +41,12 @@ def test_gt_targets_decode_back_to_the_annotations(coco_mini, targets_and_metas,
     assert np.nanmax(errors) < max_error_px
 
 
-def test_decoded_image_cache_gives_the_samples_of_fresh_decodes(coco_mini, monkeypatch):
+def test_decoded_image_cache_gives_the_samples_of_fresh_decodes(coco_mini):
     # The dataset keeps the last few decoded images: in any order, and after the cache has
     # evicted them, every sample equals a sample from a dataset that decoded afresh.
-    from pose_workloads.data import topdown
-
-    monkeypatch.setattr(topdown, "DECODED_IMAGES_KEPT", 2)  # fewer than coco-mini's 4 images: evictions
     coco = load_coco(coco_mini.images, coco_mini.keypoints)
-    cached = TopDownDataset(coco.people, COCO17, input_size=(128, 96), train=True, seed=3)
+    # Fewer than coco-mini's 4 images: evictions.
+    cached = TopDownDataset(coco.people, COCO17, input_size=(128, 96), train=True, seed=3, decoded_images_kept=2)
     order = list(range(len(cached))) + list(np.random.default_rng(0).permutation(len(cached)))
     for index in order:
         fresh = TopDownDataset(coco.people, COCO17, input_size=(128, 96), train=True, seed=3)
@@ -110,10 +108,10 @@ def test_training_crops_are_the_full_decodes_crops_normalised(coco_mini):
 
 
 @pytest.mark.parametrize("shuffle", ["people", "images"])
-def test_training_loader_grouped_by_image_decodes_each_image_once_per_epoch(coco_mini, monkeypatch, shuffle):
-    # The cache keeps one image (as for COCO's 57k shuffled images, where keeping more rarely
-    # helps): ordered by image, an epoch decodes each of the 4 images once; people in a shuffled
-    # order make it decode images again.
+def test_training_loader_by_image_decodes_each_image_once_per_epoch(coco_mini, monkeypatch, shuffle):
+    # A cache of batch_size images and the epoch by image (what train does for data.shuffle:
+    # images) decode each of coco-mini's 4 images once an epoch; people shuffled with a cache of
+    # one image (as for COCO's 57k images, where keeping a few more rarely helps) decode again.
     import torch
 
     from pose_workloads.data import topdown
@@ -123,21 +121,22 @@ def test_training_loader_grouped_by_image_decodes_each_image_once_per_epoch(coco
     from pose_workloads.training.job import TrainJob
 
     decodes = []
-    monkeypatch.setattr(topdown, "DECODED_IMAGES_KEPT", 1)
     monkeypatch.setattr(topdown, "read_image", lambda path: decodes.append(path) or read_image(path))
     coco = load_coco(coco_mini.images, coco_mini.keypoints)
-    dataset = TopDownDataset(coco.people, COCO17, input_size=(64, 48), train=True, seed=1)
+    by_image = shuffle == "images"
+    dataset = TopDownDataset(coco.people, COCO17, input_size=(64, 48), train=True, seed=1,
+                             decoded_images_kept=4 if by_image else 1)
     job = TrainJob(network="simple_pose", model=torch.nn.Identity(), model_config={}, pose_config=COCO17,
                    input_size=(64, 48), train_dataset=dataset, loss_fn=None, results_dir=None, epochs=1,
-                   batch_size=4, lr=0.1,
-                   sample_groups=[p.image_path for p in coco.people] if shuffle == "images" else None)
+                   batch_size=4, lr=0.1, sample_groups=[p.image_path for p in coco.people] if by_image else None)
     for epoch in (0, 1):
         decodes.clear()
         dataset._decoded.clear()  # as in a fresh data worker: workers start anew each epoch
-        people = [int(i) for batch in make_train_loader(job, epoch, Processes(0, 1, 0, False))
-                  for i in batch["meta"].ann_id]
+        batches = list(make_train_loader(job, epoch, Processes(0, 1, 0, False)))
+        people = [int(i) for batch in batches for i in batch["meta"].ann_id]
         assert sorted(people) == sorted(p.ann_id for p in coco.people)  # 12 people, 3 batches of 4
-        if shuffle == "images":
+        if by_image:
             assert len(decodes) == 4
+            assert len(set(batches[0]["meta"].image_id.tolist())) == 4  # one person of each image
         else:
             assert len(decodes) > 4

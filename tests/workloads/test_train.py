@@ -369,29 +369,53 @@ if __name__ == "__main__":
     _main()
 
 
-def test_image_grouped_sampler_shuffles_images_and_keeps_each_images_samples_together():
+def _decodes(order: list[int], groups: list[int], batch_size: int, workers: int) -> int:
+    """Images decoded by DataLoader workers (batch k to worker k % workers) that each keep
+    batch_size images, least recently used out, as TopDownDataset's cache."""
+    from collections import OrderedDict
+
+    caches = [OrderedDict() for _ in range(workers)]
+    decodes = 0
+    for k in range(0, len(order), batch_size):
+        cache = caches[(k // batch_size) % workers]
+        for image in (groups[i] for i in order[k:k + batch_size]):
+            if image in cache:
+                cache.move_to_end(image)
+                continue
+            decodes += 1
+            while len(cache) >= batch_size:
+                cache.popitem(last=False)
+            cache[image] = True
+    return decodes
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_image_grouped_sampler_batches_hold_batch_size_images_each_decoded_once(workers):
     from pose_workloads.training.data import ImageGroupedSampler
 
-    groups = [f"img{i % 7}" for i in range(23)]  # 7 images, 3-4 samples each, interleaved
-    sampler = ImageGroupedSampler(groups, num_replicas=1, rank=0, seed=5, batch_size=4)
+    groups = [image for image, people in enumerate(np.random.default_rng(0).integers(1, 8, 400))
+              for _ in range(people)]  # 400 images of 1-7 people, 1,582 samples
+    sampler = ImageGroupedSampler(groups, num_replicas=1, rank=0, seed=5, batch_size=16, lanes=workers)
     orders = []
     for epoch in (0, 1, 0):
         sampler.set_epoch(epoch)
         order = list(sampler)
-        assert len(order) == len(sampler) == 24  # padded to whole batches with the epoch's start
-        assert sorted(order[:23]) == list(range(23)) and order[23] == order[0]
-        runs = [groups[i] for k, i in enumerate(order[:23]) if k == 0 or groups[i] != groups[order[k - 1]]]
-        assert len(runs) == 7  # each image once: its samples are consecutive
+        assert sorted(order) == list(range(len(groups))) and len(sampler) == len(groups)
+        images_per_batch = [len({groups[i] for i in order[k:k + 16]}) for k in range(0, len(order), 16)]
+        assert min(images_per_batch[:90]) == 16  # one person of each of 16 images, as shuffled people
+        # each worker decodes its images once (a few twice where the lanes end)
+        assert 400 <= _decodes(order, groups, 16, workers) <= 400 * 1.03
         orders.append(order)
     assert orders[0] == orders[2] and orders[0] != orders[1]  # a function of (seed, epoch)
+    shuffled = [int(i) for i in np.random.default_rng(0).permutation(len(groups))]
+    assert _decodes(shuffled, groups, 16, workers) > 1000  # people shuffled: most samples decode
 
 
-def test_image_grouped_sampler_ranks_batches_together_are_one_process_batch():
+def test_image_grouped_sampler_splits_images_between_ranks_in_equal_shares():
     from pose_workloads.training.data import ImageGroupedSampler
 
-    groups = [i // 3 for i in range(50)]
-    one = list(ImageGroupedSampler(groups, num_replicas=1, rank=0, seed=2, batch_size=8))
+    groups = [i // 3 for i in range(50)] + [99] * 7  # 17 images of 3, 1 of 1 and 1 of 7
     ranks = [list(ImageGroupedSampler(groups, num_replicas=2, rank=r, seed=2, batch_size=4)) for r in (0, 1)]
-    assert len(ranks[0]) == len(ranks[1]) == 28 and len(one) == 56
-    for step in range(len(ranks[0]) // 4):
-        assert ranks[0][4 * step:4 * step + 4] + ranks[1][4 * step:4 * step + 4] == one[8 * step:8 * step + 8]
+    assert len(ranks[0]) == len(ranks[1]) == 29  # ceil(57 / 2): a share cut or padded
+    images = [{groups[i] for i in order} for order in ranks]
+    assert not images[0] & images[1]  # each image's people on one rank

@@ -37,7 +37,7 @@ from pose_workloads.specs import PoseConfig
 
 log = logging.getLogger(__name__)
 
-DECODED_IMAGES_KEPT = 4  # per dataset copy (DataLoader worker): ~4 MB of COCO images
+DECODED_IMAGES_KEPT = 4  # per dataset copy (DataLoader worker) by default: ~4 MB of COCO images
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ------------------------------------------------------------------------------------------------
@@ -92,6 +92,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         std: Sequence[float] = IMAGENET_STD,
         box_scores: Sequence[float] | None = None,
         seed: int = 0,
+        decoded_images_kept: int = DECODED_IMAGES_KEPT,
     ):
         """
         Args:
@@ -101,6 +102,8 @@ class TopDownDataset(torch.utils.data.Dataset):
             train: draw augmentations; False gives the plain padded box (evaluation).
             aug: the augmentation (default `TopDownAugmentation()`, Simple Baselines').
             box_scores: one per person (detections); default 1.
+            decoded_images_kept: images the cache keeps decoded, least recently used out (batch size
+                for training by image: `training.data.ImageGroupedSampler`).
         """
         if box_scores is not None and len(box_scores) != len(people):
             raise ValueError(f"box_scores has {len(box_scores)} values for {len(people)} people")
@@ -125,6 +128,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self.skipped: Counter = Counter()
+        self.decoded_images_kept = decoded_images_kept
         self._decoded: OrderedDict[str, np.ndarray] = OrderedDict()  # path -> image, newest last
 
     def set_epoch(self, epoch: int) -> None:
@@ -140,13 +144,14 @@ class TopDownDataset(torch.utils.data.Dataset):
     def _image(self, path) -> np.ndarray:
         """The decoded image, from a small cache of the last few: decoding is most of a sample's
         time, and consecutive people often share an image (evaluation walks the people image by
-        image; COCO's detection files hold ~20 boxes per image). Shuffled training rarely hits;
-        each DataLoader worker keeps its own cache."""
+        image; COCO's detection files hold ~20 boxes per image; training by image draws each
+        batch from batch_size images a worker keeps). People shuffled rarely hit; each DataLoader
+        worker keeps its own cache."""
         key = str(path)
         image = self._decoded.pop(key, None)
         if image is None:
             image = read_image(path)
-            while len(self._decoded) >= DECODED_IMAGES_KEPT:
+            while len(self._decoded) >= self.decoded_images_kept:
                 self._decoded.popitem(last=False)
         self._decoded[key] = image
         return image

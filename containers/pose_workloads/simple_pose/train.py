@@ -67,7 +67,7 @@ def main(args) -> int:
     """`simple-pose train -e SPEC -r RESULTS [--set k=v]`; resumes from RESULTS/checkpoint_last.pth."""
     from pose_workloads.data.coco import load_coco
     from pose_workloads.data.crops import TopDownAugmentation
-    from pose_workloads.data.topdown import TopDownDataset
+    from pose_workloads.data.topdown import DECODED_IMAGES_KEPT, TopDownDataset
     from pose_workloads.models import build_model
     from pose_workloads.training.data import seed_everything
     from pose_workloads.training.job import Schedule, TrainJob
@@ -86,8 +86,10 @@ def main(args) -> int:
             f"{spec.data.train_annotations}: no person has {spec.data.min_keypoints}+ labelled joints; "
             "lower data.min_keypoints or check the annotations"
         )
+    by_image = spec.data.shuffle == "images"
     dataset = TopDownDataset(people, pose_config, input_size, sigma=t.sigma, train=True,
-                             aug=TopDownAugmentation(**spec.augmentation.model_dump()), seed=t.seed)
+                             aug=TopDownAugmentation(**spec.augmentation.model_dump()), seed=t.seed,
+                             decoded_images_kept=t.batch_size if by_image else DECODED_IMAGES_KEPT)
     val_dataset = eval_dataset(spec, pose_config, input_size)
     settings = eval_settings(spec)
 
@@ -122,7 +124,7 @@ def main(args) -> int:
         eval_every=t.eval_every,
         checkpoint_every=t.checkpoint_every,
         workers=spec.data.workers,
-        sample_groups=[p.image_path for p in people] if spec.data.shuffle == "images" else None,
+        sample_groups=[p.image_path for p in people] if by_image else None,
         seed=t.seed,
         amp=t.amp,
         amp_dtype=t.amp_dtype,

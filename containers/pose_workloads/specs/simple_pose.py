@@ -31,8 +31,9 @@ class SimplePoseData(Strict):
     shuffle: Literal["people", "images"] = Field(
         default="people",
         description="people: a fresh order of people each epoch (Simple Baselines); images: a fresh order of "
-        "images, each image's people together in a batch, so a data worker decodes an image once per epoch, "
-        "not once per person",
+        "images, each data worker drawing a batch from batch_size images it keeps decoded (one person of "
+        "each), so it decodes an image once per epoch, not once per person; memory: batch_size decoded "
+        "images per worker",
     )
 
 

@@ -47,44 +47,83 @@ class _EveryNth(IterableDataset):
 
 
 class ImageGroupedSampler(Sampler[int]):
-    """A shuffled epoch with each image's samples one after another, for a top-down dataset.
+    """A shuffled epoch in which each data worker draws its batches from a few images it keeps
+    decoded, one person of each image per batch, for a top-down dataset.
 
-    Every epoch a fresh order of images (a function of seed and epoch) with each image's samples in
-    dataset order; rank r takes batches r, r + world_size, ... of it, so the ranks' batches of a
-    step together are the batch one process of world_size x batch_size would take (as with
-    DistributedSampler). The epoch is padded to whole steps by repeating its start.
+    Every epoch a fresh order of images and of each image's people (a function of seed and
+    epoch); rank r takes images r, r + world_size, ...; and they are dealt to `lanes` lanes (lane
+    w: the DataLoader worker that gets batches w, w + lanes, ...). A lane keeps batch_size slots,
+    each holding an image with people left, and each of its batches takes one person from every
+    slot; a slot whose image runs out takes the lane's next image, in place. So a batch holds
+    people of batch_size images, as a uniformly shuffled one does, and a worker whose
+    decoded-image cache holds batch_size images (least recently used out) decodes each of its
+    images once an epoch. Where images run short (an epoch's end, a small dataset) a batch takes
+    several people of an image.
 
-    An image's samples then land in one batch (or two), so one data worker, whose cache of decoded
-    images decodes the image once for all its people: a top-down sample's decode is most of its
-    cost. The price: batches hold the people of fewer images (README, "Top-down samples").
+    Each rank yields ceil(n / world_size) samples: its share cut, or padded by repeating its start.
     """
 
-    def __init__(self, groups: Sequence[Hashable], num_replicas: int, rank: int, seed: int, batch_size: int):
-        """groups: one key per sample (its image); samples with equal keys stay together."""
+    def __init__(self, groups: Sequence[Hashable], num_replicas: int, rank: int, seed: int, batch_size: int,
+                 lanes: int = 1):
+        """groups: one key per sample (its image). lanes: the DataLoader's workers (0 counts as 1)."""
         members: dict[Hashable, list[int]] = {}
         for index, key in enumerate(groups):
             members.setdefault(key, []).append(index)
         self.members = list(members.values())
-        step = num_replicas * batch_size
-        self.total = math.ceil(len(groups) / step) * step
-        self.num_replicas, self.rank, self.seed, self.batch_size, self.epoch = num_replicas, rank, seed, batch_size, 0
+        self.num_samples = math.ceil(len(groups) / num_replicas)
+        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+        self.batch_size, self.lanes = batch_size, max(lanes, 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _lane_batches(self, images: list[int], rng: np.random.Generator) -> list[list[int]]:
+        pending = iter(images)
+        slots: list[list[int]] = []  # the people left of each slot's image, in a random order; [] = free
+        stream: list[int] = []
+        while True:
+            for position, people in enumerate(slots):
+                if not people and (image := next(pending, None)) is not None:
+                    slots[position] = rng.permutation(self.members[image]).tolist()  # in place: the cache
+                    # evicts the image this slot held, the least recently used
+            while len(slots) < self.batch_size and (image := next(pending, None)) is not None:
+                slots.append(rng.permutation(self.members[image]).tolist())
+            if not any(slots):
+                return [stream[i:i + self.batch_size] for i in range(0, len(stream), self.batch_size)]
+            stream += [people.pop() for people in slots if people]
+
     def __iter__(self) -> Iterator[int]:
-        images = np.random.default_rng((self.seed, self.epoch)).permutation(len(self.members))
-        order = [index for image in images.tolist() for index in self.members[image]]
-        order = (order * math.ceil(self.total / max(len(order), 1)))[: self.total]
-        step, size = self.num_replicas * self.batch_size, self.batch_size
-        return (index for start in range(self.rank * size, self.total, step) for index in order[start:start + size])
+        rng = np.random.default_rng((self.seed, self.epoch))
+        images = rng.permutation(len(self.members))
+        mine = images[self.rank::self.num_replicas].tolist()
+        # A lane needs batch_size images to fill its batches: a small dataset gets fewer lanes.
+        # Each image goes to the lane with the fewest people so far, so that lanes end within an
+        # image of each other and nearly every batch reaches the worker that keeps its images.
+        lanes = max(1, min(self.lanes, len(mine) // self.batch_size))
+        lane_images: list[list[int]] = [[] for _ in range(lanes)]
+        lane_people = [0] * lanes
+        for image in mine:
+            lane = lane_people.index(min(lane_people))
+            lane_images[lane].append(image)
+            lane_people[lane] += len(self.members[image])
+        lane_batches = [self._lane_batches(chosen, rng) for chosen in lane_images]
+        # Batch k goes to worker k % lanes while every lane has full batches; the rest follow.
+        order: list[int] = []
+        turns = 0
+        while all(turns < len(batches) and len(batches[turns]) == self.batch_size for batches in lane_batches):
+            order += [index for batches in lane_batches for index in batches[turns]]
+            turns += 1
+        order += [index for batches in lane_batches for batch in batches[turns:] for index in batch]
+        order = (order * math.ceil(self.num_samples / max(len(order), 1)))[: self.num_samples]
+        return iter(order)
 
     def __len__(self) -> int:
-        return self.total // self.num_replicas
+        return self.num_samples
 
 
 def make_train_loader(job: TrainJob, epoch: int, procs: Processes) -> DataLoader:
-    """The epoch's loader. Its order is a function of (seed, epoch, rank) only."""
+    """The epoch's loader. Its order is a function of (seed, epoch, rank) only (by image, of the
+    number of workers too)."""
     dataset = job.train_dataset
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
@@ -105,7 +144,8 @@ def make_train_loader(job: TrainJob, epoch: int, procs: Processes) -> DataLoader
             dataset = _EveryNth(dataset, procs.rank, procs.world_size)
         return DataLoader(dataset, **common)
     if job.sample_groups is not None:
-        sampler = ImageGroupedSampler(job.sample_groups, procs.world_size, procs.rank, job.seed, job.batch_size)
+        sampler = ImageGroupedSampler(job.sample_groups, procs.world_size, procs.rank, job.seed, job.batch_size,
+                                      lanes=job.workers)
     else:  # also with one process: one code path, order = permutation(seed + epoch)
         sampler = DistributedSampler(dataset, num_replicas=procs.world_size, rank=procs.rank, shuffle=True,
                                      seed=job.seed)

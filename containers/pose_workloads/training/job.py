@@ -86,8 +86,9 @@ class TrainJob:
     channels_last: bool = True
     freeze_batchnorm: bool = False  # BatchNorm layers stay in eval mode while training (see train_mode)
     steps_per_epoch: int | None = None
-    # One key per training sample (its image), or None. When set, each epoch's order keeps an
-    # image's samples together (data.ImageGroupedSampler) instead of DistributedSampler's.
+    # One key per training sample (its image), or None. When set, each epoch's order lets every
+    # data worker draw its batches from images it keeps decoded (data.ImageGroupedSampler; the
+    # dataset's cache must hold batch_size images) instead of DistributedSampler's.
     sample_groups: Sequence[Hashable] | None = None
     spec: Any = None
     inputs_key: str = "image"
