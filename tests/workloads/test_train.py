@@ -338,35 +338,7 @@ def test_soft_start_annealing_shape():
     assert learning_rate(s, base, 75, 100) == pytest.approx(lr(0.75))
 
 
-# ------------------------------------------------------------------------------------------------
-
-
-def _main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("results_dir", type=Path)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--delay", type=float, default=0.0)
-    parser.add_argument("--noise", type=float, default=0.01)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--batchnorm", action="store_true", help="a BatchNorm1d after the first layer")
-    parser.add_argument("--freeze_batchnorm", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    data = ToyData(size=48, noise=args.noise, delay_s=args.delay)
-    torch.manual_seed(0)
-    layers = [nn.Linear(8, 16), *([nn.BatchNorm1d(16)] if args.batchnorm else []), nn.ReLU(), nn.Linear(16, 2)]
-    run_training(toy_job(args.results_dir, model=nn.Sequential(*layers), freeze_batchnorm=args.freeze_batchnorm,
-                         epochs=args.epochs, batch_size=args.batch, train_dataset=data,
-                         workers=args.workers, optimizer="sgd", lr=0.05,
-                         schedule=Schedule(kind="step", steps=(2,), factor=0.5)))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        threads = sorted((task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir())
-        print("threads after training:", os.environ["RANK"], threads, flush=True)
-
-
-if __name__ == "__main__":
-    _main()
+# ---- ImageGroupedSampler: an epoch's order by image ------------------------------------------
 
 
 def _decodes(order: list[int], groups: list[int], batch_size: int, workers: int) -> int:
@@ -419,3 +391,35 @@ def test_image_grouped_sampler_splits_images_between_ranks_in_equal_shares():
     assert len(ranks[0]) == len(ranks[1]) == 29  # ceil(57 / 2): a share cut or padded
     images = [{groups[i] for i in order} for order in ranks]
     assert not images[0] & images[1]  # each image's people on one rank
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--noise", type=float, default=0.01)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--batchnorm", action="store_true", help="a BatchNorm1d after the first layer")
+    parser.add_argument("--freeze_batchnorm", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    data = ToyData(size=48, noise=args.noise, delay_s=args.delay)
+    torch.manual_seed(0)
+    layers = [nn.Linear(8, 16), *([nn.BatchNorm1d(16)] if args.batchnorm else []), nn.ReLU(), nn.Linear(16, 2)]
+    run_training(toy_job(args.results_dir, model=nn.Sequential(*layers), freeze_batchnorm=args.freeze_batchnorm,
+                         epochs=args.epochs, batch_size=args.batch, train_dataset=data,
+                         workers=args.workers, optimizer="sgd", lr=0.05,
+                         schedule=Schedule(kind="step", steps=(2,), factor=0.5)))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        threads = sorted((task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir())
+        print("threads after training:", os.environ["RANK"], threads, flush=True)
+
+
+if __name__ == "__main__":
+    _main()
+
