@@ -112,10 +112,11 @@ def main() -> None:
             dataset[index]
 
     def ours_by_image():
+        previous = None
         for index, epoch in by_image:
-            if epoch != dataset.epoch:
+            if epoch != previous:
                 dataset._decoded.clear()  # a fresh data worker each epoch: every image decoded once an epoch
-            dataset.epoch = epoch
+                previous = dataset.epoch = epoch
             dataset[index]
 
     def reference():

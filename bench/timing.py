@@ -30,12 +30,7 @@ def best_cpu_rate(fn: Callable[[], object], count: int, repeat: int) -> float:
 
     CPU time, not wall time: other work on a shared machine does not count, so the benchmark
     must run single-threaded (one DataLoader worker's view)."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return count / best
+    return interleaved_cpu_rates({"fn": fn}, count, repeat)["fn"]
 
 
 def interleaved_cpu_rates(fns: dict[str, Callable[[], object]], count: int, repeat: int) -> dict[str, float]:

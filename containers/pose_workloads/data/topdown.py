@@ -116,9 +116,9 @@ class TopDownDataset(torch.utils.data.Dataset):
         self.train = train
         self.aug = aug if aug is not None else TopDownAugmentation()
         # (x / 255 - mean) / std as x * scale + offset, one float32 multiply and add per pixel.
-        self._pixel_scale = (1.0 / (255.0 * np.asarray(std, dtype=np.float32))).astype(np.float32).tolist()
-        self._pixel_offset = (-np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)).astype(
-            np.float32).tolist()
+        std32, mean32 = np.asarray(std, dtype=np.float32), np.asarray(mean, dtype=np.float32)
+        self._pixel_scale = list((1.0 / (255.0 * std32)).astype(np.float32))  # np.float32 scalars
+        self._pixel_offset = list((-mean32 / std32).astype(np.float32))
         self.box_scores = (np.ones(len(people), dtype=np.float32) if box_scores is None
                            else np.asarray(box_scores, np.float32))
         self.upper, self.lower = body_halves(pose_config.keypoints)
@@ -182,8 +182,8 @@ class TopDownDataset(torch.utils.data.Dataset):
         pixels = np.empty((3, out_h, out_w), dtype=np.float32)
         for c, plane in enumerate(cv2.split(crop)):
             pixels[c] = plane
-            pixels[c] *= np.float32(self._pixel_scale[c])
-            pixels[c] += np.float32(self._pixel_offset[c])
+            pixels[c] *= self._pixel_scale[c]
+            pixels[c] += self._pixel_offset[c]
         return {
             "image": torch.from_numpy(pixels),
             "target": torch.from_numpy(target),
