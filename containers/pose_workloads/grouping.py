@@ -202,14 +202,16 @@ class _PafField:
             magnitude = cv2.dilate(magnitude, np.ones((2, 2), np.uint8), anchor=(0, 0)).reshape(magnitude.shape)
             magnitude[:, -1], magnitude[-1] = magnitude[:, max(width - 2, 0)], magnitude[max(height - 2, 0)]
         self.bound = magnitude.reshape(-1)
-        # Samples lie between their peaks: with every peak on the map, truncation finds the cell.
+        # Samples lie between their peaks: with every peak within (-1, W) x (-1, H), truncation
+        # finds the cell (it takes (-1, 0) to 0, as floor then clipping does; sub-pixel peaks at
+        # the edges lie up to half a px beyond the first and last px).
         self.on_map = len(peak_x) == 0 or bool(
-            peak_x.min() >= 0 and peak_y.min() >= 0 and peak_x.max() <= width - 1 and peak_y.max() <= height - 1)
+            peak_x.min() > -1 and peak_y.min() > -1 and peak_x.max() < width and peak_y.max() < height)
 
     def cell(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The top-left pixel of the 2x2 cell that interpolates each point (the last cell at the
         far edges). Truncation then clipping equals floor then clipping."""
-        if self.on_map:  # no point below 0: only the far edges need clipping
+        if self.on_map:  # no point at or below -1: only the far edges need clipping
             return np.minimum(xs.astype(np.intp), max(self.width - 2, 0)), np.minimum(ys.astype(np.intp),
                                                                                   max(self.height - 2, 0))
         return (np.clip(xs.astype(np.intp), 0, max(self.width - 2, 0)),

@@ -232,14 +232,17 @@ def test_vectorised_grouping_matches_the_reference_loop_on_subpixel_peaks():
 # --- the fast path: network-resolution maps, sub-pixel peaks, bilinear PAF samples ---------------
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_bilinear_grouping_matches_the_reference_loop(seed):
+@pytest.mark.parametrize("low, high", [(0.0, 49.0), (-0.9, 49.9), (-1.5, 50.5)])
+def test_bilinear_grouping_matches_the_reference_loop(seed, low, high):
     # Sub-pixel peaks and bilinear samples: the vectorised scoring (with its bound-based early
-    # rejection) must give the oracle's skeletons bit for bit.
+    # rejection) must give the oracle's skeletons bit for bit, also with peaks beyond the first
+    # and last px (refined peaks at the edges lie up to half a px out; further out is clipped).
     heatmaps, pafs = noise_maps(seed)
     rng = np.random.default_rng(seed)
-    peaks = [np.concatenate([np.clip(p[:, :2] + rng.uniform(-0.5, 0.5, p[:, :2].shape), 0, 49), p[:, 2:]],
+    peaks = [np.concatenate([np.clip(p[:, :2] + rng.uniform(-1.5, 1.5, p[:, :2].shape), low, high), p[:, 2:]],
                             axis=1).astype(np.float32)
              for p in find_peaks(heatmaps, threshold=0.1, sigma_smooth=1.0)]
+    assert low == 0.0 or min(float(p[:, :2].min()) for p in peaks if len(p)) <= low + 0.5  # the edges are reached
     kwargs = dict(min_parts=2, min_score=0.0, interpolation="bilinear")
     fast = group_people(peaks, pafs, LIMBS, 0.05, **kwargs)
     slow = reference_group_people(peaks, pafs, LIMBS, 0.05, **kwargs)
@@ -296,11 +299,11 @@ def test_refined_peaks_are_where_taos_upsampled_decode_finds_them():
         assert abs(found[0, 2] - want[0, 2]) < 0.02  # the upsampled map's value there
 
 
-def test_refined_peaks_of_close_joints_are_the_maxima_openposes_decode_finds_once_each():
+def test_refined_peaks_of_close_joints_are_the_maxima_taos_decode_finds_once_each():
     # Two joints of one kind 0.6-3 map px apart, in shapes no Gaussian fits (a trained network's):
-    # map-resolution candidates that climb to the same maximum of the upsampled, smoothed maps are
-    # one peak, as OpenPose's decode finds it once (duplicates split people in grouping), and a
-    # candidate with no maximum near is none.
+    # the maxima of the upsampled, smoothed maps (TAO's decode, 8-neighbour peaks) near the
+    # map-resolution candidates, each once (duplicates split people in grouping), also where the
+    # two joints are one maximum at map resolution; a candidate with no maximum near gives none.
     import cv2
 
     rng = np.random.default_rng(0)
@@ -316,17 +319,18 @@ def test_refined_peaks_of_close_joints_are_the_maxima_openposes_decode_finds_onc
     heatmaps = np.stack(maps).astype(np.float32)
     peaks = refine_peaks(heatmaps, find_peaks(heatmaps, 0.15, 3.0 / 8, cross=True), 0.3, 3.0 / 8)
     upsampled = cv2.resize(heatmaps.transpose(1, 2, 0), (32 * 8, 24 * 8), interpolation=cv2.INTER_CUBIC)
-    openpose = find_peaks(upsampled.transpose(2, 0, 1), 0.3, 3.0, cross=True)
+    tao = find_peaks(upsampled.transpose(2, 0, 1), 0.3, 3.0)
 
     def close_pairs(points: np.ndarray) -> int:  # peaks under 2 upsampled px apart: one joint twice
         gaps = np.linalg.norm(points[:, None] - points[None], axis=2)
         return int((gaps[np.triu_indices(len(points), 1)] < 0.25).sum())
 
-    for found, want in zip(peaks, openpose):
+    for found, want in zip(peaks, tao):
         assert close_pairs(found[:, :2]) <= close_pairs((want[:, :2] + 0.5) / 8 - 0.5)
-    same = [len(found) == len(want) for found, want in zip(peaks, openpose)]
-    # (the rest: a weak maximum on the slope of a strong one, not a maximum at map resolution)
-    assert np.mean(same) >= 0.9
+    same = [len(found) == len(want) for found, want in zip(peaks, tao)]
+    # Each candidate's 3x3 map px are searched: 98 % of the maps give TAO's count (92.5 % when a
+    # candidate gave only the maximum of its own px).
+    assert np.mean(same) >= 0.97
 
 
 def test_refinement_drops_peaks_below_the_threshold_and_keeps_non_positive_maps_finite():
