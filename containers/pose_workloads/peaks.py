@@ -284,16 +284,17 @@ def refine_peaks(heatmaps: np.ndarray, peaks: Sequence[np.ndarray], threshold: f
     other = np.flatnonzero(~gaussian)
     if len(other):
         found, sx, sy, sscore, key = _surface_maxima(heatmaps, joint[other], x[other], y[other], sigma_smooth)
+        origin = other[found]  # the candidate each maximum was found from
         # As TAO's peak test on that surface: a maximum found from several candidates is one peak
         # (kept with the first), and one nearest a fitted peak's map px is that peak.
-        first = np.unique(joint[other][found] * (SUBPIXELS * SUBPIXELS * height * width) + key, return_index=True)[1]
-        found, sx, sy, sscore = found[first], sx[first], sy[first], sscore[first]
+        first = np.unique(joint[origin] * (SUBPIXELS * SUBPIXELS * height * width) + key, return_index=True)[1]
+        origin, sx, sy, sscore = origin[first], sx[first], sy[first], sscore[first]
         fitted_at = np.zeros(heatmaps.shape, bool)
         fitted_at[joint[fitted], y[fitted], x[fitted]] = True
-        apart = ~fitted_at[joint[other][found], np.clip(np.rint(sy).astype(np.intp), 0, height - 1),
+        apart = ~fitted_at[joint[origin], np.clip(np.rint(sy).astype(np.intp), 0, height - 1),
                            np.clip(np.rint(sx).astype(np.intp), 0, width - 1)]
         rows = np.concatenate([rows, np.stack([sx, sy, sscore], axis=1)[apart].astype(np.float32)])
-        source = np.concatenate([source, other[found][apart]])
+        source = np.concatenate([source, origin[apart]])
     # Per joint, in the order of the candidates they came from (a stable sort keeps a candidate's
     # maxima in raster order).
     order = np.argsort(source, kind="stable")
