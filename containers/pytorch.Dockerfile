@@ -76,6 +76,11 @@ RUN set -eu; \
     python -m pip uninstall -y pose
 
 FROM base
+# jpegtran (libjpeg-turbo-progs) for `pose dataset index_jpegs`. Where apt cannot reach a mirror
+# the image is built without it, and that task says what is missing.
+RUN command -v jpegtran >/dev/null || { apt-get -o Acquire::Retries=0 -o Acquire::http::Timeout=20 update -q \
+        && apt-get install -y -q --no-install-recommends libjpeg-turbo-progs && rm -rf /var/lib/apt/lists/*; } \
+    || echo "warning: libjpeg-turbo-progs not installed: pose dataset index_jpegs will not run in this image"
 COPY --from=deps /opt/pose-venv /opt/pose-venv
 COPY pyproject.toml README.md* /opt/pose-src/
 COPY launcher/ /opt/pose-src/launcher/

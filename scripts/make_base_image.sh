@@ -16,7 +16,8 @@ cache=${POSE_CACHE_DIR:-/tmp/pose-docker/cache}
 tarball=$cache/${tag//[:\/]/-}.tar.gz
 # python3-venv: the pose images install into a venv (Debian's pip refuses system installs,
 # PEP 668). ca-certificates: the images add extra CAs with update-ca-certificates.
-packages=python3,python3-pip,python3-venv,ca-certificates
+# libjpeg-turbo-progs: jpegtran, for `pose dataset index_jpegs`.
+packages=python3,python3-pip,python3-venv,ca-certificates,libjpeg-turbo-progs
 
 if docker image inspect "$tag" >/dev/null 2>&1; then
     echo "$tag already exists"

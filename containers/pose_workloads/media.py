@@ -22,6 +22,8 @@ from pose_workloads.errors import BadInput
 from pose_workloads.files import write_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# OpenCV >= 4.10 decodes to RGB directly (the same values as BGR then cvtColor).
+RGB_DECODE = getattr(cv2, "IMREAD_COLOR_RGB", None)
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
@@ -50,6 +52,12 @@ def read_image(path: str | Path, expected_hw: tuple[int, int] | None = None) -> 
 
 def decode_image(data: bytes, where: str, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
     """`read_image` for encoded bytes (e.g. a shard member); `where` names it in errors."""
+    if RGB_DECODE is not None:  # the decoder writes RGB: no BGR copy to convert
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), RGB_DECODE)
+        if image is None:
+            raise BadSample(where, "cannot be decoded as an image")
+        _check_size(image, where, expected_hw)
+        return image
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise BadSample(where, "cannot be decoded as an image")
@@ -57,10 +65,14 @@ def decode_image(data: bytes, where: str, expected_hw: tuple[int, int] | None = 
 
 
 def _to_rgb(bgr: np.ndarray, where: str | Path, expected_hw: tuple[int, int] | None) -> np.ndarray:
-    if expected_hw is not None and bgr.shape[:2] != tuple(expected_hw):
-        h, w = bgr.shape[:2]
-        raise BadSample(where, f"is {w}x{h} but the annotations say {expected_hw[1]}x{expected_hw[0]}")
+    _check_size(bgr, where, expected_hw)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _check_size(image: np.ndarray, where: str | Path, expected_hw: tuple[int, int] | None) -> None:
+    if expected_hw is not None and image.shape[:2] != tuple(expected_hw):
+        h, w = image.shape[:2]
+        raise BadSample(where, f"is {w}x{h} but the annotations say {expected_hw[1]}x{expected_hw[0]}")
 
 
 def is_video(path: Path) -> bool:

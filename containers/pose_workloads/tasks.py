@@ -176,6 +176,15 @@ _TASKS = (
              Flag(("--easy",), "easy", "switch",
                   help="upright, large people; no crowds, occluders or unlabelled people (the CPU demo's set)."),
          )),
+    Task("dataset", "index_jpegs", "pose_workloads.data.jpeg_regions:main",
+         "Copy a folder of JPEGs losslessly with an MCU index, so that Simple Pose training decodes only "
+         "each crop's region (the same pixels; needs jpegtran).", (
+             Flag(("-i", "--input"), "input", "input", required=True, metavar="DIR",
+                  help="folder of images (e.g. coco/train2017); never written."),
+             Flag(("-o", "--output_dir", "--output"), "output", "output", required=True, metavar="DIR",
+                  help="folder for the copies, same names; point data.train_images at it."),
+             Flag(("--workers",), "workers", type=int, default=0, help="processes (default: one per core)."),
+         )),
     train_task("simple-pose", "SimplePoseSpec", "pose_workloads.simple_pose.train:main"),
     Task("simple-pose", "evaluate", "pose_workloads.simple_pose.evaluate:main",
          "COCO OKS AP of a model on the spec's validation set.", (

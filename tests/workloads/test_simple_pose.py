@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -16,6 +18,7 @@ import torch
 import yaml
 
 from pose_workloads.__main__ import main as workload_main
+from pose_workloads.data.jpeg_regions import indexed_copy
 from pose_workloads.data.synth import write_synthetic_dataset
 from pose_workloads.detections import read_boxes
 from pose_workloads.errors import BadInput
@@ -247,6 +250,33 @@ def test_small_model_overfits_coco_mini_to_ap_0_9(coco_mini, tmp_path):
     assert train(args) == 0
     record = json.loads((tmp_path / "results/metrics.jsonl").read_text().splitlines()[-1])
     assert record["val"]["AP"] >= 0.9, record
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("jpegtran") is None and os.environ.get("POSE_REQUIRE_JPEGTRAN") != "1",
+                    reason="jpegtran not installed (libjpeg-turbo-progs)")
+def test_training_on_indexed_jpegs_reaches_the_same_ap(coco_mini, tmp_path):
+    """Issue 11 item 4: training on `pose dataset index_jpegs` copies (crops decoded by region),
+    people shuffled and augmented, ends at the AP of training on the originals within 0.001."""
+    indexed = tmp_path / "indexed"
+    indexed.mkdir()
+    for path in coco_mini.images.glob("*.jpg"):
+        (indexed / path.name).write_bytes(indexed_copy(path.read_bytes()))
+    aps = []
+    for images in (coco_mini.images, indexed):
+        run = tmp_path / f"run-{len(aps)}"
+        run.mkdir()
+        spec = write_spec(
+            run / "spec.yaml",
+            mini_data(coco_mini, train_images=str(images),
+                      train_annotations=str(_repeated_annotations(coco_mini, run / "train.json", 6))),
+            train={"input_size": [128, 96], "batch_size": 12, "epochs": 30, "lr": 0.002, "lr_schedule": "step",
+                   "lr_steps": [24], "eval_every": 0, "checkpoint_every": 30},
+            evaluate={"flip_test": False, "decoder": "dark"},
+        )
+        assert train(argparse.Namespace(spec=str(spec), results_dir=str(run / "results"), overrides=[])) == 0
+        aps.append(json.loads((run / "results/metrics.jsonl").read_text().splitlines()[-1])["val"]["AP"])
+    assert aps[0] > 0.1 and abs(aps[0] - aps[1]) <= 0.001, aps
 
 
 # ---- specs/simple_pose -------------------------------------------------------------------------

@@ -115,13 +115,13 @@ def test_training_loader_by_image_decodes_each_image_once_per_epoch(coco_mini, m
     import torch
 
     from pose_workloads.data import topdown
-    from pose_workloads.media import read_image
+    from pose_workloads.media import decode_image
     from pose_workloads.ranks import Processes
     from pose_workloads.training.data import make_train_loader
     from pose_workloads.training.job import TrainJob
 
     decodes = []
-    monkeypatch.setattr(topdown, "read_image", lambda path: decodes.append(path) or read_image(path))
+    monkeypatch.setattr(topdown, "decode_image", lambda data, where: decodes.append(where) or decode_image(data, where))
     coco = load_coco(coco_mini.images, coco_mini.keypoints)
     by_image = shuffle == "images"
     dataset = TopDownDataset(coco.people, COCO17, input_size=(64, 48), train=True, seed=1,

@@ -12,6 +12,7 @@ Coordinate spaces: image px of the original image; input px of the crop (input_s
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,9 +31,10 @@ from pose_workloads.data.crops import (
     mirror_matrix,
     transform_points,
 )
+from pose_workloads.data.jpeg_regions import RegionJpeg
 from pose_workloads.data.targets import gaussian_heatmaps
 from pose_workloads.detections import read_detections
-from pose_workloads.media import read_image
+from pose_workloads.media import BadSample, decode_image
 from pose_workloads.specs import PoseConfig
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         box_scores: Sequence[float] | None = None,
         seed: int = 0,
         decoded_images_kept: int = DECODED_IMAGES_KEPT,
+        decode_regions: bool = False,
     ):
         """
         Args:
@@ -104,6 +107,9 @@ class TopDownDataset(torch.utils.data.Dataset):
             box_scores: one per person (detections); default 1.
             decoded_images_kept: images the cache keeps decoded, least recently used out (batch size
                 for training by image: `training.data.ImageGroupedSampler`).
+            decode_regions: a JPEG indexed by `pose dataset index_jpegs` decodes only the region
+                each crop reads (the same pixels), not whole into the cache: for people shuffled,
+                where an image rarely serves two samples of a worker in a row.
         """
         if box_scores is not None and len(box_scores) != len(people):
             raise ValueError(f"box_scores has {len(box_scores)} values for {len(people)} people")
@@ -129,6 +135,8 @@ class TopDownDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.skipped: Counter = Counter()
         self.decoded_images_kept = decoded_images_kept
+        self.decode_regions = decode_regions
+        self._canvas = np.empty((0, 0, 3), np.uint8)  # what indexed JPEGs' regions are decoded onto
         self._decoded: OrderedDict[str, np.ndarray] = OrderedDict()  # path -> image, newest last
 
     def set_epoch(self, epoch: int) -> None:
@@ -141,27 +149,50 @@ class TopDownDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         return redraw_on_bad_sample(lambda i: self._sample(i, rng), index, len(self), rng, self.skipped)
 
-    def _image(self, path) -> np.ndarray:
-        """The decoded image, from a small cache of the last few: decoding is most of a sample's
-        time, and consecutive people often share an image (evaluation walks the people image by
-        image; COCO's detection files hold ~20 boxes per image; training by image draws each
-        batch from batch_size images a worker keeps). People shuffled rarely hit; each DataLoader
-        worker keeps its own cache."""
+    def _source(self, path) -> np.ndarray | RegionJpeg:
+        """The image to crop from: decoded, from a small cache of the last few, or (with
+        decode_regions) an indexed JPEG's bytes, to decode only the crop's region.
+
+        Decoding is most of a sample's time. Consecutive people often share an image (evaluation
+        walks the people image by image; COCO's detection files hold ~20 boxes per image;
+        training by image draws each batch from batch_size images a worker keeps); people
+        shuffled rarely hit the cache, and there an indexed image's region costs a fraction of
+        a full decode. Each DataLoader worker keeps its own cache."""
         key = str(path)
         image = self._decoded.pop(key, None)
         if image is None:
-            image = read_image(path)
+            try:
+                data = Path(path).read_bytes()
+            except OSError as e:
+                reason = "missing" if not os.path.exists(path) else f"cannot be read: {e.strerror}"
+                raise BadSample(path, reason) from None
+            region_jpeg = RegionJpeg.open(data, key) if self.decode_regions else None
+            if region_jpeg is not None:
+                return region_jpeg
+            image = decode_image(data, key)
             while len(self._decoded) >= self.decoded_images_kept:
                 self._decoded.popitem(last=False)
         self._decoded[key] = image
         return image
 
+    def _decode_region(self, region_jpeg: RegionJpeg, matrix: np.ndarray) -> np.ndarray:
+        """The image, as far as a warp by `matrix` reads it: the region decoded onto a full-size
+        canvas this dataset copy keeps (the rest of it is left over), so that the warp runs with
+        the same matrix as on a full decode and gives the same bits."""
+        height, width = max(self._canvas.shape[0], region_jpeg.height), max(self._canvas.shape[1], region_jpeg.width)
+        if self._canvas.shape[:2] != (height, width):
+            self._canvas = np.empty((height, width, 3), np.uint8)
+        out_h, out_w = self.input_size
+        corners = np.array([[0, 0, 1], [out_w - 1, 0, 1], [out_w - 1, out_h - 1, 1], [0, out_h - 1, 1]])
+        return region_jpeg.decode_onto(self._canvas, corners @ cv2.invertAffineTransform(matrix).T)
+
     def _sample(self, index: int, rng: np.random.Generator) -> dict:
         person = self.people[index]
-        image = self._image(person.image_path)
+        source = self._source(person.image_path)
+        width = source.width if isinstance(source, RegionJpeg) else source.shape[1]
         out_h, out_w = self.input_size
         params = draw_crop_params(
-            person.bbox, person.keypoints, image.shape[1], out_w / out_h,
+            person.bbox, person.keypoints, width, out_w / out_h,
             self.aug if self.train else None, self.upper, self.lower, rng,
         )
         matrix = affine_transform_matrix(params.center, params.scale, params.rotation_deg, self.input_size)
@@ -171,10 +202,12 @@ class TopDownDataset(torch.utils.data.Dataset):
         if params.flipped:
             # The image is mirrored by a matrix folded into the crop's: one warpAffine, no
             # full-size mirrored copy. The joints are mirrored first, as Simple Baselines does.
-            image_matrix = matrix @ mirror_matrix(image.shape[1])
-            joints = transform_points(joints, mirror_matrix(image.shape[1]))[self.flip_order]
+            image_matrix = matrix @ mirror_matrix(width)
+            joints = transform_points(joints, mirror_matrix(width))[self.flip_order]
             visible = visible[self.flip_order]
-        crop = cv2.warpAffine(image, image_matrix, (out_w, out_h), flags=cv2.INTER_LINEAR)
+        if isinstance(source, RegionJpeg):
+            source = self._decode_region(source, image_matrix)
+        crop = cv2.warpAffine(source, image_matrix, (out_w, out_h), flags=cv2.INTER_LINEAR)
         joints_hm = transform_points(joints, matrix) / self.stride
         target, weight = gaussian_heatmaps(joints_hm, visible, self.heatmap_size, self.sigma)
         # Channel planes first (one cv2.split), then in-place float32 arithmetic on contiguous

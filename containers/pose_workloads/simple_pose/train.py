@@ -89,7 +89,8 @@ def main(args) -> int:
     by_image = spec.data.shuffle == "images"
     dataset = TopDownDataset(people, pose_config, input_size, sigma=t.sigma, train=True,
                              aug=TopDownAugmentation(**spec.augmentation.model_dump()), seed=t.seed,
-                             decoded_images_kept=t.batch_size if by_image else DECODED_IMAGES_KEPT)
+                             decoded_images_kept=t.batch_size if by_image else DECODED_IMAGES_KEPT,
+                             decode_regions=not by_image)
     val_dataset = eval_dataset(spec, pose_config, input_size)
     settings = eval_settings(spec)
 
