@@ -6,7 +6,8 @@ One worker = one process on one core (OpenCV, torch and OpenMP at one thread), r
 training dataset with its training augmentation on coco-mini (real COCO val2017 JPEGs):
 - Simple Pose: `TopDownDataset` at 256x192 with Simple Baselines' augmentation (scale, rotation,
   flip, half body), people in a shuffled order and no decoded image kept between samples (COCO's
-  57k training images, shuffled, never share an image between neighbours);
+  57k training images, shuffled, never share an image between neighbours), from the JPEGs as
+  they are and from their `pose dataset index_jpegs` copies (needs jpegtran);
 - BodyPoseNet: `BpnetShardDataset` over `dataset_convert`'s shards with TAO's
   bpnet_train_m1_coco.yaml dataloader (256x256 input, 32x32 targets, person-centric augmentation,
   labels, loss mask).
@@ -23,7 +24,9 @@ Published rates (samples/s over an 8-GPU node):
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from pose_workloads.bpnet.train import shard_dataset  # noqa: E402
 from pose_workloads.data.coco import load_coco  # noqa: E402
 from pose_workloads.data.convert import convert_dataset  # noqa: E402
 from pose_workloads.data.crops import TopDownAugmentation  # noqa: E402
+from pose_workloads.data.jpeg_regions import indexed_copy  # noqa: E402
 from pose_workloads.data.topdown import TopDownDataset  # noqa: E402
 from pose_workloads.specs import COCO17, BpnetDatasetSpec, BpnetTrainSpec, load_pose_config  # noqa: E402
 
@@ -52,9 +56,20 @@ PUBLISHED_8_GPU = {  # samples/s over 8 GPUs, see the module doc
 BPNET_PER_GPU_RATES = (50.0, 100.0, 200.0)  # samples/s per GPU: no published figure
 
 
-def simple_pose_rate(samples: int, repeat: int) -> float:
+def simple_pose_rate(samples: int, repeat: int, indexed: bool = False) -> float:
     coco = load_coco(COCO_MINI / "images", COCO_MINI / KEYPOINTS)
-    dataset = TopDownDataset(coco.people, COCO17, input_size=(256, 192), train=True, aug=TopDownAugmentation(), seed=0)
+    people = coco.people
+    with tempfile.TemporaryDirectory() as tmp:
+        if indexed:
+            for path in {p.image_path for p in people}:
+                (Path(tmp) / Path(path).name).write_bytes(indexed_copy(Path(path).read_bytes()))
+            people = [dataclasses.replace(p, image_path=str(Path(tmp) / Path(p.image_path).name)) for p in people]
+        dataset = TopDownDataset(people, COCO17, input_size=(256, 192), train=True, aug=TopDownAugmentation(),
+                                 seed=0, decode_regions=indexed)
+        return _top_down_rate(dataset, samples, repeat)
+
+
+def _top_down_rate(dataset: TopDownDataset, samples: int, repeat: int) -> float:
     order = np.random.default_rng(0)
     n = len(dataset)
     items = [(int(i), epoch) for epoch in range(-(-samples // n)) for i in order.permutation(n)][:samples]
@@ -101,16 +116,25 @@ def main() -> None:
     torch.set_num_threads(1)
 
     top_down = simple_pose_rate(args.samples, args.repeat)
+    top_down_indexed = simple_pose_rate(args.samples, args.repeat, indexed=True) if shutil.which("jpegtran") else None
     bottom_up = bpnet_rate(args.samples, args.repeat)
     print("training input, one worker = one core (OpenCV/torch/OpenMP at 1 thread), CPU time, coco-mini JPEGs")
     print(f"  Simple Pose (TopDownDataset, 256x192, Simple Baselines augmentation)  {top_down:7.1f} samples/s "
           "per worker")
+    if top_down_indexed is None:
+        print("  Simple Pose from indexed JPEGs: not measured (no jpegtran: apt-get install libjpeg-turbo-progs)")
+    else:
+        print(f"  Simple Pose from indexed JPEGs (pose dataset index_jpegs)            {top_down_indexed:7.1f} "
+              "samples/s per worker")
     print(f"  BodyPoseNet (BpnetShardDataset, 256x256 -> 32x32, TAO m1 spec)       {bottom_up:7.1f} samples/s "
           "per worker")
     print("  workers (cores) to feed an 8-GPU node at published rates:")
     for name, node_rate in PUBLISHED_8_GPU.items():
         workers = node_rate / top_down
-        print(f"    {name:<34} {node_rate:7.0f} samples/s: {workers:5.1f} workers ({workers / 8:4.1f} per GPU)")
+        line = f"    {name:<34} {node_rate:7.0f} samples/s: {workers:5.1f} workers ({workers / 8:4.1f} per GPU)"
+        if top_down_indexed is not None:
+            line += f", {node_rate / top_down_indexed:5.1f} from indexed JPEGs"
+        print(line)
     print("  BodyPoseNet (no published rate), workers per GPU at a given per-GPU rate:")
     for per_gpu in BPNET_PER_GPU_RATES:
         print(f"    {per_gpu:5.0f} samples/s per GPU: {per_gpu / bottom_up:5.1f} workers per GPU, "

@@ -170,6 +170,8 @@ def test_index_jpegs_refuses_to_write_into_its_input_or_run_without_jpegtran(coc
         jpeg_regions.main(argparse.Namespace(input=str(coco_mini.images), output=str(coco_mini.images / "x"),
                                              workers=1))
     assert not (coco_mini.images / "x").exists()
+    with pytest.raises(BadInput, match="--workers -1: give 0"):
+        jpeg_regions.main(argparse.Namespace(input=str(coco_mini.images), output=str(tmp_path / "out"), workers=-1))
     with pytest.raises(BadInput, match="not a directory"):
         jpeg_regions.main(argparse.Namespace(input=str(tmp_path / "none"), output=str(tmp_path / "out"), workers=1))
     monkeypatch.setattr(shutil, "which", lambda name: None)

@@ -241,15 +241,20 @@ class RegionJpeg:
 # pose dataset index_jpegs
 # ------------------------------------------------------------------------------------------------
 
-def _index_one(source: Path, target: Path, jpegtran: str) -> str:
-    """Write target from source; '' when indexed, else why it was copied unchanged."""
-    data = source.read_bytes()
+def _index_one(source: Path, target: Path, jpegtran: str) -> tuple[str, str]:
+    """Write target from source: ("indexed", ""), ("copied", why not indexed) or ("unreadable", why)."""
     try:
+        data = source.read_bytes()
+    except OSError as e:
+        return "unreadable", e.strerror or str(e)
+    try:
+        if source.suffix.lower() not in JPEG_SUFFIXES:
+            raise NotIndexable("not a .jpg/.jpeg file")
         write_atomic(target, indexed_copy(data, jpegtran))
-        return ""
+        return "indexed", ""
     except NotIndexable as e:
         write_atomic(target, data)
-        return str(e)
+        return "copied", str(e)
 
 
 def main(args) -> int:
@@ -259,6 +264,8 @@ def main(args) -> int:
     if jpegtran is None:
         raise BadInput("jpegtran: not found on PATH; install libjpeg-turbo-progs (apt-get install "
                        "libjpeg-turbo-progs), or rebuild the pose image, which has it")
+    if args.workers < 0:
+        raise BadInput(f"--workers {args.workers}: give 0 (one per core) or more processes")
     if not source.is_dir():
         raise BadInput(f"{source}: not a directory; --input is the folder of images to index")
     if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
@@ -269,28 +276,24 @@ def main(args) -> int:
         raise BadInput(f"{source}: no files; check --input")
     # A rerun skips what is there: each file is written to a temp name and renamed when whole.
     todo = [p for p in files if not (out / p.relative_to(source)).exists()]
-    for path in {out / p.relative_to(source).parent for p in todo}:
-        path.mkdir(parents=True, exist_ok=True)
-    kept: Counter = Counter()
-    jpegs = [p for p in todo if p.suffix.lower() in JPEG_SUFFIXES]
-    for path in todo:
-        if path.suffix.lower() not in JPEG_SUFFIXES:
-            write_atomic(out / path.relative_to(source), path.read_bytes())
-            kept["not a .jpg/.jpeg file"] += 1
-    workers = args.workers or os.cpu_count() or 1
-    with ProcessPoolExecutor(workers) as pool:
-        reasons = pool.map(_index_one, jpegs, [out / p.relative_to(source) for p in jpegs],
-                           [jpegtran] * len(jpegs), chunksize=16)
-        for path, reason in zip(jpegs, track(reasons, len(jpegs), "index_jpegs")):
-            if reason:
-                kept[reason] += 1
-                log.info("%s: copied unchanged: %s", path, reason)
     if not todo:
         print(f"{out}: nothing to do, all {len(files)} files are there already")
         return 0
-    indexed = len(todo) - sum(kept.values())
+    for path in {out / p.relative_to(source).parent for p in todo}:
+        path.mkdir(parents=True, exist_ok=True)
+    outcomes: Counter = Counter()
+    with ProcessPoolExecutor(args.workers or os.cpu_count() or 1) as pool:
+        results = pool.map(_index_one, todo, [out / p.relative_to(source) for p in todo],
+                           [jpegtran] * len(todo), chunksize=16)
+        for path, (outcome, reason) in zip(todo, track(results, len(todo), "index_jpegs")):
+            outcomes[outcome, reason] += 1
+            if outcome != "indexed":
+                log.info("%s: %s: %s", path, outcome, reason)
     there = f" ({len(files) - len(todo)} were there already)" if len(files) > len(todo) else ""
-    print(f"{out}: {indexed} of {len(todo)} files indexed for region decoding{there}")
-    for reason, count in kept.most_common():
-        print(f"  {count} copied unchanged (they decode in full): {reason}")
+    print(f"{out}: {outcomes['indexed', '']} of {len(todo)} files indexed for region decoding{there}")
+    for (outcome, reason), count in outcomes.most_common():
+        if outcome == "copied":
+            print(f"  {count} copied unchanged (they decode in full): {reason}")
+        elif outcome == "unreadable":
+            print(f"  {count} not copied, unreadable: {reason}; fix their permissions and rerun")
     return 0
