@@ -30,6 +30,23 @@ def test_synth_in_container_writes_host_files_owned_by_the_invoking_user(docker_
     assert workspace.containers(docker_client) == []
 
 
+def test_index_jpegs_in_container_copies_the_read_only_images_with_an_index(docker_client, workspace):
+    # The image has jpegtran; the copies land on the host, owned by the user, each one indexed.
+    from pose_workloads.data.jpeg_regions import is_indexed
+
+    source, out = workspace.data / "synth" / "images", workspace.results / "indexed"
+
+    result = workspace.pose("dataset", "index_jpegs", "-i", str(source), "-o", str(out))
+
+    assert result.returncode == 0, result.stdout
+    names = sorted(p.name for p in source.glob("*.jpg"))
+    assert len(names) == 6 and sorted(p.name for p in out.glob("*.jpg")) == names
+    assert all(is_indexed((out / name).read_bytes()[:32]) for name in names)
+    assert "6 of 6 files indexed" in result.stdout
+    assert owners(out) == {pose_user()}
+    assert workspace.containers(docker_client) == []
+
+
 def _simple_pose_spec(path: Path, data: Path) -> Path:
     synth = data / "synth"
     path.write_text(yaml.safe_dump({

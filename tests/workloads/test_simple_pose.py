@@ -255,7 +255,7 @@ def test_small_model_overfits_coco_mini_to_ap_0_9(coco_mini, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("jpegtran") is None and os.environ.get("POSE_REQUIRE_JPEGTRAN") != "1",
                     reason="jpegtran not installed (libjpeg-turbo-progs)")
-def test_training_on_indexed_jpegs_reaches_the_same_ap(coco_mini, tmp_path):
+def test_training_on_indexed_jpegs_reaches_the_same_ap(coco_mini, tmp_path, capsys):
     """Issue 11 item 4: training on `pose dataset index_jpegs` copies (crops decoded by region),
     people shuffled and augmented, ends at the AP of training on the originals within 0.001."""
     indexed = tmp_path / "indexed"
@@ -276,6 +276,8 @@ def test_training_on_indexed_jpegs_reaches_the_same_ap(coco_mini, tmp_path):
         )
         assert train(argparse.Namespace(spec=str(spec), results_dir=str(run / "results"), overrides=[])) == 0
         aps.append(json.loads((run / "results/metrics.jsonl").read_text().splitlines()[-1])["val"]["AP"])
+        # Plain JPEGs get a one-line pointer to index_jpegs; indexed ones do not.
+        assert ("without an MCU index" in capsys.readouterr().out) == (images == coco_mini.images)
     assert aps[0] > 0.1 and abs(aps[0] - aps[1]) <= 0.001, aps
 
 

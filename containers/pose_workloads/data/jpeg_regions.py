@@ -95,9 +95,13 @@ def _layout(data: bytes, segments) -> Layout:
     frames = [s for s in segments if 0xC0 <= s[0] <= 0xCF and s[0] not in (0xC4, 0xC8, 0xCC)]
     if len(frames) != 1 or frames[0][0] not in SEQUENTIAL_HUFFMAN:
         raise NotIndexable("not sequential Huffman coded (progressive, lossless or arithmetic)")
-    start = frames[0][1]
+    start, end = frames[0][1:]
     height, width, components = struct.unpack(">HHB", data[start + 5:start + 10])
-    sampling = [data[start + 11 + 3 * k] for k in range(components)]
+    sampling = list(data[start + 11:end:3])
+    if not components or len(sampling) != components or not all(s >> 4 and s & 15 for s in sampling):
+        raise NotIndexable("malformed frame header")
+    if not width or not height:
+        raise NotIndexable("no width or height in the frame header (DNL)")
     sos_start = segments[-1][1]
     if data[sos_start + 4] != components:
         raise NotIndexable("more than one scan")
@@ -145,6 +149,12 @@ def _decode(data: bytes) -> np.ndarray | None:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
+def is_indexed(head: bytes) -> bool:
+    """Whether a file starting with `head` (its first 32 bytes will do) carries an MCU index:
+    indexed_copy puts it right after SOI."""
+    return head[2:4] == b"\xff\xef" and head[6:6 + len(INDEX_TAG)] == INDEX_TAG
+
+
 class RegionJpeg:
     """An indexed JPEG's bytes, ready to decode rectangles of it. `open` gives None for any other file."""
 
@@ -158,8 +168,8 @@ class RegionJpeg:
     def open(cls, data: bytes, where: str) -> RegionJpeg | None:
         """None when `data` carries no MCU index (decode it whole); BadSample when the index does
         not match the data (a damaged file: rerun `pose dataset index_jpegs`)."""
-        if data[2:4] != b"\xff\xef" or data[6:6 + len(INDEX_TAG)] != INDEX_TAG:
-            return None  # indexed_copy puts the index right after SOI
+        if not is_indexed(data):
+            return None
         try:
             segments = _segments(data)
             layout = _layout(data, segments)

@@ -14,6 +14,18 @@ from pose_workloads.simple_pose.pipeline import NETWORK, coco_evaluation, eval_d
 from pose_workloads.specs import SimplePoseSpec, load_pose_config, load_spec
 
 
+def _indexed_jpegs(people) -> bool:
+    """Whether the first few training images are `pose dataset index_jpegs` copies (or not JPEGs)."""
+    from pose_workloads.data.jpeg_regions import JPEG_SUFFIXES, is_indexed
+
+    paths = list(dict.fromkeys(p.image_path for p in people))[:8]
+    jpegs = [Path(p) for p in paths if Path(p).suffix.lower() in JPEG_SUFFIXES]
+    try:
+        return all(is_indexed(path.open("rb").read(32)) for path in jpegs)
+    except OSError:
+        return True  # a missing file is the dataset's to report, sample by sample
+
+
 def heatmap_loss(outputs, batch):
     """Simple Baselines' JointsMSELoss: 0.5 x mean squared error, joints without a label weighted 0.
 
@@ -135,6 +147,10 @@ def main(args) -> int:
     )
     print(f"{len(people)} training people from {len(train_set.images)} images, {len(val_dataset)} val crops",
           flush=True)
+    if not by_image and ranks.is_main() and not _indexed_jpegs(people):
+        print(f"note: {spec.data.train_images} holds JPEGs without an MCU index, so each training sample decodes "
+              "its whole image; `pose dataset index_jpegs` makes a copy (same pixels) from which a sample decodes "
+              "only its crop's region: point data.train_images at it", flush=True)
     result = run_training(job)
     if ranks.is_main():
         best = result.get("best_ap")
