@@ -21,9 +21,13 @@ def _indexed_jpegs(people) -> bool:
     paths = list(dict.fromkeys(p.image_path for p in people))[:8]
     jpegs = [Path(p) for p in paths if Path(p).suffix.lower() in JPEG_SUFFIXES]
     try:
-        return all(is_indexed(path.open("rb").read(32)) for path in jpegs)
+        for path in jpegs:
+            with path.open("rb") as file:
+                if not is_indexed(file.read(32)):
+                    return False
     except OSError:
-        return True  # a missing file is the dataset's to report, sample by sample
+        pass  # a missing file is the dataset's to report, sample by sample
+    return True
 
 
 def heatmap_loss(outputs, batch):
