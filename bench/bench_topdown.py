@@ -37,7 +37,6 @@ from pose_workloads.data.jpeg_regions import indexed_copy
 from pose_workloads.data.targets import gaussian_heatmaps, reference_gaussian_heatmaps
 from pose_workloads.data.topdown import IMAGENET_MEAN, IMAGENET_STD, TopDownDataset
 from pose_workloads.decode import decode_heatmaps, reference_decode_argmax, reference_decode_dark
-from pose_workloads.media import read_image
 from pose_workloads.specs import COCO17
 from pose_workloads.training.data import ImageGroupedSampler
 
@@ -48,7 +47,13 @@ MIN_INDEXED_SPEEDUP, MIN_GROUPED_SPEEDUP, MIN_SHUFFLED_SPEEDUP, MIN_EVAL_SPEEDUP
 BATCH_SIZE = 32  # Simple Baselines' per-GPU batch
 
 
-def reference_sample(dataset: TopDownDataset, index: int, rng: np.random.Generator, read=read_image) -> dict:
+def simple_baselines_read(path: str) -> np.ndarray:
+    """JointsDataset's read: cv2.imread to BGR, then cvtColor to RGB (its color_rgb)."""
+    return cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def reference_sample(dataset: TopDownDataset, index: int, rng: np.random.Generator,
+                     read=simple_baselines_read) -> dict:
     """One training sample the Simple Baselines way (same augmentation draws as `dataset[index]`)."""
     person = dataset.people[index]
     data = read(person.image_path)

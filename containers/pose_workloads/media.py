@@ -22,7 +22,7 @@ from pose_workloads.errors import BadInput
 from pose_workloads.files import write_atomic
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-# OpenCV >= 4.10 decodes to RGB directly (the same values as BGR then cvtColor).
+# OpenCV >= 4.10 decodes to RGB directly (the same values as BGR then cvtColor, without the copy).
 RGB_DECODE = getattr(cv2, "IMREAD_COLOR_RGB", None)
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -37,42 +37,37 @@ class BadSample(Exception):
         self.reason = reason
 
 
+def read_file(path: str | Path) -> bytes:
+    """An image file's bytes.
+
+    Raises:
+        BadSample: the file is missing or cannot be read.
+    """
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise BadSample(path, "missing" if not os.path.exists(path) else f"cannot be read: {e.strerror}") from None
+
+
 def read_image(path: str | Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB.
 
     Raises:
-        BadSample: the file cannot be decoded, or its size is not `expected_hw` (height, width).
+        BadSample: the file is missing or cannot be decoded, or its size is not `expected_hw`
+            (height, width).
     """
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        reason = "missing" if not os.path.exists(path) else "cannot be decoded as an image"
-        raise BadSample(path, reason)
-    return _to_rgb(image, path, expected_hw)
+    return decode_image(read_file(path), str(path), expected_hw)
 
 
 def decode_image(data: bytes, where: str, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
     """`read_image` for encoded bytes (e.g. a shard member); `where` names it in errors."""
-    if RGB_DECODE is not None:  # the decoder writes RGB: no BGR copy to convert
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), RGB_DECODE)
-        if image is None:
-            raise BadSample(where, "cannot be decoded as an image")
-        _check_size(image, where, expected_hw)
-        return image
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR if RGB_DECODE is None else RGB_DECODE)
     if image is None:
         raise BadSample(where, "cannot be decoded as an image")
-    return _to_rgb(image, where, expected_hw)
-
-
-def _to_rgb(bgr: np.ndarray, where: str | Path, expected_hw: tuple[int, int] | None) -> np.ndarray:
-    _check_size(bgr, where, expected_hw)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _check_size(image: np.ndarray, where: str | Path, expected_hw: tuple[int, int] | None) -> None:
     if expected_hw is not None and image.shape[:2] != tuple(expected_hw):
         h, w = image.shape[:2]
         raise BadSample(where, f"is {w}x{h} but the annotations say {expected_hw[1]}x{expected_hw[0]}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if RGB_DECODE is None else image
 
 
 def is_video(path: Path) -> bool:

@@ -34,7 +34,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from pose_workloads.errors import BadInput
@@ -139,14 +138,13 @@ def indexed_copy(data: bytes, jpegtran: str = "jpegtran") -> bytes:
                    for chunk in (index[i:i + INDEX_BYTES_PER_SEGMENT]
                                  for i in range(0, len(index), INDEX_BYTES_PER_SEGMENT)))
     copy = out[:2] + app + out[2:]
-    original, indexed = _decode(data), _decode(copy)
-    if original is None or indexed is None or not np.array_equal(original, indexed):
+    try:  # decoded as training decodes them
+        same = np.array_equal(decode_image(data, "original"), decode_image(copy, "copy"))
+    except BadSample as e:
+        raise NotIndexable(f"the {e.path} cannot be decoded") from None
+    if not same:
         raise NotIndexable("the copy's pixels differ from the original's (e.g. an EXIF rotation)")
     return copy
-
-
-def _decode(data: bytes) -> np.ndarray | None:
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
 def is_indexed(head: bytes) -> bool:

@@ -12,7 +12,6 @@ Coordinate spaces: image px of the original image; input px of the crop (input_s
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ from pose_workloads.data.crops import (
 from pose_workloads.data.jpeg_regions import RegionJpeg
 from pose_workloads.data.targets import gaussian_heatmaps
 from pose_workloads.detections import read_detections
-from pose_workloads.media import BadSample, decode_image
+from pose_workloads.media import decode_image, read_file
 from pose_workloads.specs import PoseConfig
 
 log = logging.getLogger(__name__)
@@ -161,11 +160,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         key = str(path)
         image = self._decoded.pop(key, None)
         if image is None:
-            try:
-                data = Path(path).read_bytes()
-            except OSError as e:
-                reason = "missing" if not os.path.exists(path) else f"cannot be read: {e.strerror}"
-                raise BadSample(path, reason) from None
+            data = read_file(path)
             region_jpeg = RegionJpeg.open(data, key) if self.decode_regions else None
             if region_jpeg is not None:
                 return region_jpeg
